@@ -1,0 +1,33 @@
+# One-command set-up: every target creates/uses the local virtualenv.
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+# Offline raw data beside the checkout, when present (see docs/data.md).
+SHARED_DATA := $(abspath ../shared/data)
+export TF_DISCRETE_MANUAL_DIR ?= $(if $(wildcard $(SHARED_DATA)),$(SHARED_DATA),)
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+
+.PHONY: venv demo test test-all clean
+
+$(BIN)/.installed: setup.py
+	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found; set PYTHON=..."; exit 1; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --upgrade pip
+	$(BIN)/python -m pip install -e ".[test]"
+	touch $@
+
+venv: $(BIN)/.installed
+
+# The main job: a short demo training a small Bernoulli VAE.
+demo: venv
+	$(BIN)/python -m experiments.demo
+
+# The default test suite (long studies are marked `slow` and run with test-all).
+test: venv
+	$(BIN)/python -m pytest -q -m "not slow" tests
+
+test-all: venv
+	$(BIN)/python -m pytest -q tests
+
+clean:
+	rm -rf $(VENV) *.egg-info

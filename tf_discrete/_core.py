@@ -1,0 +1,370 @@
+"""The functional core shared by every estimator family.
+
+An estimator turns ``objective`` and ``logits`` into a value tensor whose
+forward value is a Monte Carlo estimate of an expectation and whose gradient
+w.r.t. ``logits`` is the estimator's gradient. Every family goes through
+:func:`run_estimator`, which owns the parts that must behave the same
+everywhere:
+
+* argument validation (dtype, rank, estimator name, sample count, objective
+  output shape) with errors that name the argument;
+* stateless seeding (same seed => same samples and gradient in eager,
+  ``tf.function`` and XLA);
+* one batched call of the objective on all samples, stacked on axis 0;
+* attaching the estimator gradient with ``tf.custom_gradient`` while the
+  objective's own variables keep their ordinary pathwise gradient.
+
+A family module (``bernoulli``, ``categorical``) only defines how to draw
+samples and how to turn objective values into a gradient.
+"""
+
+import abc
+import dataclasses
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+import tensorflow as tf
+
+Objective = Callable[[tf.Tensor], tf.Tensor]
+
+_SEED_MAX = 2**31 - 1
+
+
+# --------------------------------------------------------------------------
+# Validation.
+# --------------------------------------------------------------------------
+
+
+def convert_logits(logits, event_rank: int, event_desc: str) -> tf.Tensor:
+  """Converts ``logits`` to a floating tensor and checks its rank.
+
+  Args:
+    logits: array-like of floating dtype.
+    event_rank: number of trailing event axes (1 for ``[*batch, D]``, 2 for
+      ``[*batch, V, C]``).
+    event_desc: shape description used in the error message.
+
+  Returns:
+    The logits as a tensor.
+
+  Raises:
+    TypeError: integer / boolean / complex logits.
+    ValueError: rank below ``event_rank`` or unknown rank.
+  """
+  if isinstance(logits, (tf.Tensor, tf.Variable)):
+    dtype = logits.dtype
+  else:
+    logits = tf.convert_to_tensor(logits)
+    dtype = logits.dtype
+  if not dtype.is_floating:
+    raise TypeError(
+        f"`logits` must have a floating dtype (float16/bfloat16/float32/"
+        f"float64), got {dtype.name}. Cast integer logits explicitly, e.g. "
+        f"tf.cast(logits, tf.float32).")
+  logits = tf.convert_to_tensor(logits)
+  rank = logits.shape.rank
+  if rank is None:
+    raise ValueError(
+        f"`logits` must have a statically known rank; expected {event_desc}.")
+  if rank < event_rank:
+    raise ValueError(
+        f"`logits` must have shape {event_desc} (rank >= {event_rank}), got "
+        f"shape {logits.shape}.")
+  return logits
+
+
+def check_objective_output(values: tf.Tensor, expected_shape: tf.TensorShape,
+                           dtype: tf.DType) -> tf.Tensor:
+  """Checks that ``objective`` returned ``[S, *batch]`` values."""
+  values = tf.convert_to_tensor(values)
+  if not values.dtype.is_floating:
+    raise TypeError(
+        f"`objective` must return a floating tensor, got {values.dtype.name}.")
+  if not values.shape.is_compatible_with(expected_shape):
+    raise ValueError(
+        f"`objective` must map samples of shape [S, *batch, ...event] to "
+        f"values of shape [S, *batch] = {expected_shape}, got "
+        f"{values.shape}. Reduce over the event axes inside the objective "
+        f"and keep the leading sample axis.")
+  return tf.cast(values, dtype)
+
+
+# --------------------------------------------------------------------------
+# Seeds.
+# --------------------------------------------------------------------------
+
+
+def resolve_seed(seed) -> tf.Tensor:
+  """Returns a stateless seed ``int32[2]``.
+
+  ``None`` draws a fresh seed from TensorFlow's global RNG, so repeated calls
+  give independent estimates; a given seed makes the estimate deterministic.
+  """
+  if seed is None:
+    return tf.random.uniform([2], maxval=_SEED_MAX, dtype=tf.int32)
+  if isinstance(seed, int):
+    return tf.constant([0, seed], tf.int32)
+  seed = tf.convert_to_tensor(seed)
+  if not seed.dtype.is_integer:
+    raise TypeError(
+        f"`seed` must be None, a Python int or an integer tensor of shape "
+        f"[2], got dtype {seed.dtype.name}.")
+  if seed.shape.rank is not None and seed.shape.as_list() != [2]:
+    raise ValueError(f"`seed` must have shape [2], got {seed.shape}.")
+  return tf.cast(seed, tf.int32)
+
+
+def split_seed(seed: tf.Tensor, num: int) -> List[tf.Tensor]:
+  """Splits a stateless seed into ``num`` independent seeds."""
+  return tf.unstack(tf.random.experimental.stateless_split(seed, num))
+
+
+def uniform(shape, seed: tf.Tensor, dtype: tf.DType) -> tf.Tensor:
+  """U(0, 1) noise of the given shape, drawn statelessly."""
+  return tf.random.stateless_uniform(shape, seed=seed, dtype=dtype)
+
+
+# --------------------------------------------------------------------------
+# Baselines and bounds.
+# --------------------------------------------------------------------------
+
+
+def leave_one_out_mean(values: tf.Tensor, axis: int = 0) -> tf.Tensor:
+  """Mean over ``axis`` of all entries except the one at each position.
+
+  ``(sum_j v_j - v_k) / (K - 1)``; the RLOO / VarGrad baseline. Requires
+  K >= 2 along ``axis``.
+  """
+  k = values.shape[axis]
+  total = tf.reduce_sum(values, axis=axis, keepdims=True)
+  return (total - values) / tf.cast(k - 1, values.dtype)
+
+
+def log_mean_exp(values: tf.Tensor, axis: int = 0) -> tf.Tensor:
+  """``log(mean_k exp(v_k))`` computed stably."""
+  k = tf.cast(tf.shape(values)[axis], values.dtype)
+  return tf.reduce_logsumexp(values, axis=axis) - tf.math.log(k)
+
+
+def replace_each(values: tf.Tensor, replacements: tf.Tensor) -> tf.Tensor:
+  """Row k: ``values`` (along axis 0) with entry k replaced by replacements[k].
+
+  Args:
+    values, replacements: ``[K, *rest]``.
+
+  Returns:
+    ``[K, K, *rest]``.
+  """
+  k = values.shape[0]
+  eye = tf.reshape(tf.eye(k, dtype=tf.bool),
+                   [k, k] + [1] * (values.shape.rank - 1))
+  return tf.where(eye, replacements[:, tf.newaxis], values[tf.newaxis])
+
+
+def leave_one_out_log_mean_exp(values: tf.Tensor) -> tf.Tensor:
+  """VIMCO's leave-one-out bound along axis 0.
+
+  Entry k is ``log((sum_{j != k} exp v_j + exp(mean_{j != k} v_j)) / K)``:
+  the K-sample bound with the k-th term replaced by the geometric mean of the
+  others (Mnih & Rezende, 2016, eq. 9).
+  """
+  swapped = replace_each(values, leave_one_out_mean(values, axis=0))
+  return log_mean_exp(swapped, axis=1)
+
+
+# --------------------------------------------------------------------------
+# Gradient attachment.
+# --------------------------------------------------------------------------
+
+
+def attach_gradient(value: tf.Tensor, logits: tf.Tensor,
+                    logits_grad: tf.Tensor) -> tf.Tensor:
+  """Returns ``value`` with ``logits_grad`` attached as d value / d logits.
+
+  The forward result equals ``value``; backprop sends ``upstream[..., None]
+  * logits_grad`` to ``logits`` (broadcasting the upstream gradient over the
+  event axes) on top of whatever pathwise gradient ``value`` already has.
+  ``logits_grad`` must not depend on trainable state through a path that
+  should be differentiated: it is treated as a constant.
+
+  Non-finite logits produce NaN gradients rather than a finite-looking
+  estimate.
+  """
+  logits_grad = tf.stop_gradient(
+      tf.where(tf.math.is_finite(logits), logits_grad,
+               tf.constant(float("nan"), logits_grad.dtype)))
+  event_rank = logits.shape.rank - value.shape.rank
+
+  @tf.custom_gradient
+  def _estimator_term(logits_in):
+    del logits_in
+
+    def grad(upstream):
+      upstream = tf.reshape(
+          upstream, tf.concat([tf.shape(upstream), [1] * event_rank], 0))
+      return upstream * logits_grad
+
+    return tf.zeros_like(value), grad
+
+  return value + _estimator_term(logits)
+
+
+# --------------------------------------------------------------------------
+# Estimators and the registry.
+# --------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Draw:
+  """Samples to evaluate plus whatever noise the gradient formula needs.
+
+  Attributes:
+    samples: ``[S, *batch, *event]`` in the logits' dtype.
+    noise: estimator-specific tensors (uniforms, pair members, ...).
+  """
+  samples: tf.Tensor
+  noise: Dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+class Estimator(abc.ABC):
+  """One gradient estimator of one family.
+
+  Subclasses define :meth:`sample` and :meth:`gradient`; :meth:`value`
+  defaults to the sample mean of the objective (the single-sample bound).
+  """
+
+  name: str = ""
+  #: Default and constraints of ``num_samples`` (objective evaluations).
+  default_num_samples: int = 1
+  min_num_samples: int = 1
+  #: Must num_samples be even (antithetic pairs)?
+  even_num_samples: bool = False
+  #: Set for fixed-cost estimators: a function of the event shape giving the
+  #: number of evaluations; user-supplied num_samples must agree.
+  fixed_num_samples: Optional[Callable[[Sequence[int]], int]] = None
+
+  def resolve_num_samples(self, num_samples, event_shape) -> int:
+    """Returns the number of objective evaluations, validating the request."""
+    if self.fixed_num_samples is not None:
+      fixed = self.fixed_num_samples(event_shape)
+      if num_samples is not None and int(num_samples) != fixed:
+        raise ValueError(
+            f"`num_samples`={num_samples} is invalid for estimator "
+            f"'{self.name}': its cost is fixed at {fixed} objective "
+            f"evaluations for event shape {list(event_shape)}; pass None.")
+      return fixed
+    if num_samples is None:
+      return self.default_num_samples
+    if isinstance(num_samples, bool) or not isinstance(
+        num_samples, (int,)) and not hasattr(num_samples, "__index__"):
+      raise TypeError(
+          f"`num_samples` must be a Python int or None, got {num_samples!r}.")
+    num_samples = int(num_samples)
+    if num_samples < self.min_num_samples:
+      raise ValueError(
+          f"`num_samples`={num_samples} is invalid for estimator "
+          f"'{self.name}': it needs at least {self.min_num_samples}.")
+    if self.even_num_samples and num_samples % 2:
+      raise ValueError(
+          f"`num_samples`={num_samples} is invalid for estimator "
+          f"'{self.name}': it needs an even number (antithetic pairs).")
+    return num_samples
+
+  def evaluations(self, num_samples, event_shape) -> int:
+    """Objective evaluations per estimate (one batched call of this size)."""
+    return self.resolve_num_samples(num_samples, event_shape)
+
+  @abc.abstractmethod
+  def sample(self, logits: tf.Tensor, num_samples: int, seed: tf.Tensor,
+             **options) -> Draw:
+    """Draws the samples at which the objective is evaluated."""
+
+  @abc.abstractmethod
+  def gradient(self, values: tf.Tensor, draw: Draw, logits: tf.Tensor,
+               **options) -> tf.Tensor:
+    """Estimator gradient w.r.t. ``logits`` from constant objective values."""
+
+  def value(self, values: tf.Tensor, draw: Draw) -> tf.Tensor:
+    """The estimate returned to the caller: mean over samples."""
+    del draw
+    return tf.reduce_mean(values, axis=0)
+
+  def check_options(self, options: Dict[str, Any]) -> None:
+    """Rejects options this estimator does not understand."""
+    if options:
+      raise TypeError(
+          f"Estimator '{self.name}' takes no options, got "
+          f"{sorted(options)}.")
+
+
+class Registry:
+  """Maps estimator names to estimator instances for one family."""
+
+  def __init__(self, family: str):
+    self.family = family
+    self._estimators: Dict[str, Estimator] = {}
+
+  def register(self, cls):
+    """Class decorator: instantiates and registers ``cls`` under its name."""
+    instance = cls()
+    if instance.name in self._estimators:
+      raise ValueError(f"Duplicate {self.family} estimator '{instance.name}'.")
+    self._estimators[instance.name] = instance
+    return cls
+
+  def names(self) -> List[str]:
+    return sorted(self._estimators)
+
+  def get(self, name) -> Estimator:
+    if isinstance(name, Estimator):
+      return name
+    if name not in self._estimators:
+      raise ValueError(
+          f"Unknown {self.family} `estimator` {name!r}; available: "
+          f"{', '.join(self.names())}.")
+    return self._estimators[name]
+
+
+@dataclasses.dataclass(frozen=True)
+class Family:
+  """What differs between Bernoulli and categorical latents.
+
+  Attributes:
+    name: family name, used in messages.
+    event_rank: trailing event axes of ``logits``.
+    event_desc: shape description for messages.
+    registry: the family's estimators.
+    log_prob: ``(samples, logits) -> log q(samples)`` summed over the event
+      axes; samples broadcast against logits.
+    enumerate_states: ``event_shape -> [N, *event_shape]`` tensor of every
+      state of one event, for exact gradients by enumeration.
+  """
+  name: str
+  event_rank: int
+  event_desc: str
+  registry: Registry
+  log_prob: Callable[[tf.Tensor, tf.Tensor], tf.Tensor]
+  enumerate_states: Callable[[Sequence[int]], tf.Tensor]
+
+
+def run_estimator(family: Family, objective: Objective, logits,
+                  estimator, num_samples, seed, options) -> tf.Tensor:
+  """Runs ``estimator`` of ``family``: validate, sample, evaluate, attach."""
+  if not callable(objective):
+    raise TypeError(f"`objective` must be callable, got {objective!r}.")
+  est = family.registry.get(estimator)
+  logits = convert_logits(logits, family.event_rank, family.event_desc)
+  event_shape = logits.shape[-family.event_rank:].as_list()
+  batch_shape = logits.shape[:-family.event_rank]
+  if None in event_shape:
+    raise ValueError(
+        f"`logits` must have static event dimensions, got shape {logits.shape}.")
+  est.check_options(options)
+  num = est.resolve_num_samples(num_samples, event_shape)
+  seed = resolve_seed(seed)
+  draw = est.sample(tf.stop_gradient(logits), num, seed, **options)
+  values = check_objective_output(
+      objective(draw.samples), tf.TensorShape([num]).concatenate(batch_shape),
+      logits.dtype)
+  logits_grad = est.gradient(
+      tf.stop_gradient(values), draw, tf.stop_gradient(logits), **options)
+  return attach_gradient(est.value(values, draw), logits, logits_grad)

@@ -1,0 +1,108 @@
+"""Keras 3 layers over the functional estimators.
+
+A latent layer is the estimator in Keras form:
+
+* ``layer(logits, objective=fn)`` returns the estimator's estimate of
+  E_q[fn(b)] (``[*batch]``), with the estimator gradient attached to
+  ``logits`` and the ordinary pathwise gradient to whatever ``fn`` uses.
+  ``fn`` gets the samples with a leading sample axis.
+* ``layer(logits, context, objective=fn)`` calls ``fn(samples, context)``;
+  in a functional model pass the tensors the objective needs (the data ``x``
+  for a decoder likelihood) as ``context`` so Keras tracks them.
+* ``layer(logits)`` without an objective draws one sample (no gradient):
+  ``[*batch, D]`` for Bernoulli, ``[*batch, V, C]`` one-hot for categorical.
+  This is what generation uses.
+
+An objective given to the constructor (a Keras layer or any serializable
+callable) is tracked with the layer's weights and is used when ``call`` gets
+none, which is how a functional model carries its decoder.
+
+Randomness comes from a ``keras.random.SeedGenerator``: each call draws a
+fresh stateless seed from it, so a layer built with ``seed=s`` replays the
+same sequence of samples, eagerly, in ``tf.function`` and under XLA.
+"""
+
+import importlib
+
+import keras
+
+from tf_discrete import _core
+
+
+class _LatentLayer(keras.layers.Layer):
+  """Shared implementation; subclasses name their family."""
+
+  family_name = ""
+
+  def __init__(self, estimator, num_samples=None, seed=None, objective=None,
+               estimator_options=None, **kwargs):
+    super().__init__(**kwargs)
+    self._family = importlib.import_module(f"tf_discrete.{self.family_name}")
+    self._family.get(estimator)  # Fail at construction on unknown names.
+    self.estimator = estimator
+    self.num_samples = num_samples
+    self.seed = seed
+    self.estimator_options = dict(estimator_options or {})
+    self.objective = objective
+    self.seed_generator = keras.random.SeedGenerator(seed)
+
+  def call(self, logits, context=None, objective=None):
+    objective = objective or self.objective
+    seed = self.seed_generator.next()
+    if objective is None:
+      return self._family.sample(logits, seed=seed)
+    if context is not None:
+      bound_objective = lambda samples: objective(samples, context)
+    else:
+      bound_objective = objective
+    return self._family.estimate(
+        bound_objective, logits, self.estimator, num_samples=self.num_samples,
+        seed=seed, **self.estimator_options)
+
+  def compute_output_spec(self, logits, context=None, objective=None):
+    objective = objective or self.objective
+    event_rank = self._family.FAMILY.event_rank
+    shape = logits.shape if objective is None else logits.shape[:-event_rank]
+    return keras.KerasTensor(shape, dtype=logits.dtype)
+
+  def get_config(self):
+    config = super().get_config()
+    config.update(
+        estimator=self.estimator,
+        num_samples=self.num_samples,
+        seed=self.seed,
+        estimator_options=self.estimator_options,
+        objective=(None if self.objective is None else
+                   keras.saving.serialize_keras_object(self.objective)),
+    )
+    return config
+
+  @classmethod
+  def from_config(cls, config):
+    config = dict(config)
+    if config.get("objective") is not None:
+      config["objective"] = keras.saving.deserialize_keras_object(
+          config["objective"])
+    return cls(**config)
+
+
+@keras.saving.register_keras_serializable(package="tf_discrete")
+class BernoulliLatent(_LatentLayer):
+  """Factorized Bernoulli latents over ``logits [*batch, D]``.
+
+  Args:
+    estimator: a name from ``tf_discrete.bernoulli.available()``.
+    num_samples: objective evaluations per call (see
+      :func:`tf_discrete.bernoulli.estimate`); None for the default.
+    seed: int seed of the layer's ``SeedGenerator``; None for a random one.
+    objective: optional default objective (a Keras layer or serializable
+      callable), used when ``call`` gets none.
+    estimator_options: dict of estimator options.
+  """
+
+  family_name = "bernoulli"
+
+  def __init__(self, estimator="disarm", num_samples=None, seed=None,
+               objective=None, estimator_options=None, **kwargs):
+    super().__init__(estimator, num_samples, seed, objective,
+                     estimator_options, **kwargs)
