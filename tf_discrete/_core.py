@@ -115,12 +115,27 @@ def resolve_seed(seed) -> tf.Tensor:
 
 def split_seed(seed: tf.Tensor, num: int) -> List[tf.Tensor]:
   """Splits a stateless seed into ``num`` independent seeds."""
-  return tf.unstack(tf.random.experimental.stateless_split(seed, num))
+  return tf.unstack(tf.random.experimental.stateless_split(
+      seed, num, alg=tf.random.Algorithm.PHILOX))
 
 
 def uniform(shape, seed: tf.Tensor, dtype: tf.DType) -> tf.Tensor:
-  """U(0, 1) noise of the given shape, drawn statelessly."""
-  return tf.random.stateless_uniform(shape, seed=seed, dtype=dtype)
+  """U[0, 1) noise of the given shape, drawn statelessly.
+
+  Built from Philox random bits rather than ``stateless_uniform(dtype=float)``
+  because XLA converts bits to floats differently from the TF kernel: the
+  bits agree across eager, ``tf.function`` and ``jit_compile=True``, so
+  "same seed, same samples" holds everywhere only if we convert them
+  ourselves. float64 gets 32 random bits, other dtypes 24 (float32's
+  mantissa).
+  """
+  bits = tf.random.stateless_uniform(
+      shape, seed=seed, minval=None, maxval=None, dtype=tf.uint32,
+      alg=tf.random.Algorithm.PHILOX)
+  if dtype == tf.float64:
+    return tf.cast(bits, tf.float64) * 2.0**-32
+  mantissa = tf.bitwise.right_shift(bits, tf.constant(8, tf.uint32))
+  return tf.cast(tf.cast(mantissa, tf.float32) * 2.0**-24, dtype)
 
 
 # --------------------------------------------------------------------------

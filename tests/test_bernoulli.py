@@ -1,0 +1,240 @@
+"""Bernoulli estimators against exact enumerated gradients and the contract."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tf_discrete import bernoulli
+from tf_discrete import diagnostics
+
+# Logits with magnitudes up to ±6 so rare states matter.
+LOGITS = np.array([0.3, -1.2, 6.0, -6.0, 2.0], np.float32)
+_W = np.random.RandomState(0).randn(5, 5).astype(np.float32)
+_A = np.array([1.0, -2.0, 0.5, 3.0, -1.0], np.float32)
+
+SINGLE_BOUND = ["reinforce", "rloo", "ar", "arm", "disarm"]
+NUM_RUNS = 40000
+
+
+def objective(b):
+  """Non-linear, with pairwise interactions between units."""
+  d = b.shape[-1]
+  return (tf.reduce_sum(b * _A[:d], -1)
+          + tf.einsum("...i,ij,...j->...", b, _W[:d, :d], b)
+          + tf.sin(2.0 * tf.reduce_sum(b, -1)))
+
+
+def _bound_samples(name, num_samples):
+  """K of the exact bound each estimator targets."""
+  if name == "vimco":
+    return num_samples or 2
+  if name == "local_disarm":
+    return (num_samples or 2) // 2
+  return 1
+
+
+def test_available_lists_the_contract_names():
+  assert bernoulli.available() == sorted(
+      ["reinforce", "rloo", "ar", "arm", "disarm", "vimco", "local_disarm"])
+
+
+@pytest.mark.parametrize("name", SINGLE_BOUND)
+@pytest.mark.parametrize("num_samples", [None, 4])
+def test_unbiased_against_enumeration(name, num_samples):
+  stats = diagnostics.estimator_stats(
+      objective, LOGITS, name, num_runs=NUM_RUNS, num_samples=num_samples,
+      seed=7)
+  assert np.all(np.abs(stats.grad_z) < 4), (stats.grad_z, stats.grad_mean,
+                                            stats.exact_grad)
+  assert np.all(np.abs(stats.value_z) < 4), stats.value_z
+
+
+@pytest.mark.parametrize("name,num_samples", [("vimco", 2), ("vimco", 3),
+                                              ("local_disarm", 2),
+                                              ("local_disarm", 4)])
+def test_multi_sample_bound_unbiased(name, num_samples):
+  k = _bound_samples(name, num_samples)
+  stats = diagnostics.estimator_stats(
+      objective, LOGITS[:4], name, num_runs=NUM_RUNS, num_samples=num_samples,
+      seed=11, bound_samples=k)
+  assert np.all(np.abs(stats.grad_z) < 4), (stats.grad_z, stats.grad_mean,
+                                            stats.exact_grad)
+  assert np.all(np.abs(stats.value_z) < 4), stats.value_z
+
+
+def test_multi_sample_bound_differs_from_mean():
+  """Guards the test above: the K-bound gradient is not E_q[f]'s."""
+  _, g1 = diagnostics.exact_value_and_gradient(objective, LOGITS[:4])
+  _, g2 = diagnostics.exact_value_and_gradient(objective, LOGITS[:4],
+                                               num_samples=2)
+  assert np.max(np.abs(g1.numpy() - g2.numpy())) > 0.05
+
+
+def test_direct_logits_dependence_is_differentiated():
+  """f(b; theta) = sum(b) * sum(theta): both paths enter the gradient."""
+  logits = tf.constant([0.5, -0.3])
+  fn = lambda b: tf.reduce_sum(b, -1) * tf.reduce_sum(logits)
+  _, exact = diagnostics.exact_value_and_gradient(fn, logits)
+  runs = 40000
+  replicated = tf.broadcast_to(logits, [runs, 2])
+  with tf.GradientTape() as tape:
+    tape.watch(replicated)
+    value = bernoulli.estimate(
+        lambda b: tf.reduce_sum(b, -1) * tf.reduce_sum(replicated, -1),
+        replicated, "disarm", seed=3)
+    total = tf.reduce_sum(value)
+  grads = tape.gradient(total, replicated).numpy()
+  z = (grads.mean(0) - exact.numpy()) / (grads.std(0) / np.sqrt(runs))
+  assert np.all(np.abs(z) < 4), z
+
+
+def _grad_variance(name, num_samples=None):
+  return diagnostics.estimator_stats(
+      objective, LOGITS, name, num_runs=NUM_RUNS, num_samples=num_samples,
+      seed=5).mean_grad_var
+
+
+def test_disarm_variance_below_arm():
+  assert _grad_variance("disarm") <= _grad_variance("arm")
+
+
+def test_rloo_variance_below_reinforce():
+  assert _grad_variance("rloo", 2) < _grad_variance("reinforce", 2)
+
+
+def test_disarm_is_zero_where_pair_agrees():
+  """Units whose pair members agree contribute exactly zero."""
+  logits = tf.constant([[1e4, -1e4, 0.0]])
+  with tf.GradientTape() as tape:
+    tape.watch(logits)
+    value = bernoulli.estimate(objective_3, logits, "disarm", seed=1)
+  grad = tape.gradient(value, logits).numpy()
+  assert grad[0, 0] == 0.0 and grad[0, 1] == 0.0
+
+
+def objective_3(b):
+  return tf.reduce_sum(b * [1.0, 2.0, 3.0], -1) ** 2
+
+
+@pytest.mark.parametrize("name", bernoulli.available())
+def test_same_seed_same_result_eager_function_xla(name):
+  logits = tf.constant(np.random.RandomState(1).randn(3, 5), tf.float32)
+  seed = tf.constant([4, 2])
+
+  def run(logits, seed):
+    with tf.GradientTape() as tape:
+      tape.watch(logits)
+      value = bernoulli.estimate(objective, logits, name, seed=seed)
+      total = tf.reduce_sum(value)
+    return value, tape.gradient(total, logits)
+
+  eager = run(logits, seed)
+  graph = tf.function(run)(logits, seed)
+  xla = tf.function(run, jit_compile=True)(logits, seed)
+  for other in (graph, xla):
+    np.testing.assert_allclose(eager[0], other[0], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(eager[1], other[1], rtol=1e-5, atol=1e-5)
+  different = run(logits, tf.constant([4, 3]))
+  assert not np.allclose(eager[1], different[1])
+
+
+@pytest.mark.parametrize("name", bernoulli.available())
+def test_extreme_logits_are_finite(name):
+  logits = tf.constant([[1e4, -1e4, 3e3, -2e3, 0.0]])
+
+  def elbo_like(b):
+    # log p(b) under a fixed prior minus log q(b): finite only with stable
+    # log-space code.
+    log_q = -tf.reduce_sum(tf.nn.softplus(-(2 * b - 1) * logits), -1)
+    return objective(b) - log_q
+
+  with tf.GradientTape() as tape:
+    tape.watch(logits)
+    value = bernoulli.estimate(elbo_like, logits, name, seed=2)
+  grad = tape.gradient(value, logits)
+  assert np.all(np.isfinite(value.numpy()))
+  assert np.all(np.isfinite(grad.numpy()))
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_non_finite_logits_give_non_finite_gradient(bad):
+  logits = tf.constant([[0.5, bad]])
+  with tf.GradientTape() as tape:
+    tape.watch(logits)
+    value = bernoulli.estimate(objective_2, logits, "disarm", seed=1)
+  grad = tape.gradient(value, logits).numpy()
+  assert not np.isfinite(grad[0, 1])
+
+
+def objective_2(b):
+  return tf.reduce_sum(b * [1.0, 2.0], -1)
+
+
+def test_output_shapes_and_dtype():
+  logits = tf.zeros([4, 3, 5], tf.float64)
+  calls = []
+
+  def fn(b):
+    calls.append(b.shape)
+    assert b.dtype == tf.float64
+    return tf.reduce_sum(b, -1)
+
+  value = bernoulli.estimate(fn, logits, "disarm", num_samples=6, seed=0)
+  assert value.shape == (4, 3) and value.dtype == tf.float64
+  assert calls == [tf.TensorShape([6, 4, 3, 5])]  # One batched call.
+
+
+@pytest.mark.parametrize("name,expected", [("reinforce", 1), ("rloo", 2),
+                                           ("ar", 1), ("arm", 2),
+                                           ("disarm", 2), ("vimco", 2),
+                                           ("local_disarm", 2)])
+def test_default_evaluations(name, expected):
+  assert bernoulli.get(name).evaluations(None, [5]) == expected
+
+
+# ---------------------------------------------------------------------------
+# Errors.
+# ---------------------------------------------------------------------------
+
+
+def test_unknown_estimator_lists_available():
+  with pytest.raises(ValueError, match="estimator.*available: ar, arm"):
+    bernoulli.estimate(objective, LOGITS, "dissarm")
+
+
+def test_integer_logits_rejected():
+  with pytest.raises(TypeError, match="`logits`.*floating"):
+    bernoulli.estimate(objective, tf.constant([1, 2]), "disarm")
+
+
+def test_scalar_logits_rejected():
+  with pytest.raises(ValueError, match=r"`logits`.*\[\*batch, D\]"):
+    bernoulli.estimate(objective, tf.constant(1.0), "disarm")
+
+
+def test_objective_output_shape_checked():
+  with pytest.raises(ValueError, match="`objective`.*shape"):
+    bernoulli.estimate(lambda b: b, LOGITS, "disarm")
+
+
+@pytest.mark.parametrize("name,num_samples,message", [
+    ("rloo", 1, "at least 2"),
+    ("disarm", 3, "even"),
+    ("arm", 0, "at least 2"),
+    ("vimco", 1, "at least 2"),
+    ("local_disarm", 5, "even"),
+    ("reinforce", 0, "at least 1"),
+])
+def test_invalid_num_samples(name, num_samples, message):
+  with pytest.raises(ValueError, match=f"`num_samples`.*{message}"):
+    bernoulli.estimate(objective, LOGITS, name, num_samples=num_samples)
+
+
+def test_unknown_option_rejected():
+  with pytest.raises(TypeError, match="takes no options"):
+    bernoulli.estimate(objective, LOGITS, "disarm", temperature=1.0)
+
+
+def test_bad_seed_rejected():
+  with pytest.raises(ValueError, match="`seed`"):
+    bernoulli.estimate(objective, LOGITS, "disarm", seed=[1, 2, 3])
