@@ -4,24 +4,16 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from experiments.estimator_variance import LOGITS
+from experiments.estimator_variance import objective
 from tf_discrete import bernoulli
 from tf_discrete import diagnostics
 
-# Logits with magnitudes up to ±6 so rare states matter.
-LOGITS = np.array([0.3, -1.2, 6.0, -6.0, 2.0], np.float32)
-_W = np.random.RandomState(0).randn(5, 5).astype(np.float32)
-_A = np.array([1.0, -2.0, 0.5, 3.0, -1.0], np.float32)
+# LOGITS, objective: the shared problem (logits up to ±6 so rare states
+# matter; a non-linear objective with pairwise interactions between units).
 
 SINGLE_BOUND = ["reinforce", "rloo", "ar", "arm", "disarm"]
 NUM_RUNS = 40000
-
-
-def objective(b):
-  """Non-linear, with pairwise interactions between units."""
-  d = b.shape[-1]
-  return (tf.reduce_sum(b * _A[:d], -1)
-          + tf.einsum("...i,ij,...j->...", b, _W[:d, :d], b)
-          + tf.sin(2.0 * tf.reduce_sum(b, -1)))
 
 
 def _bound_samples(name, num_samples):
