@@ -72,3 +72,59 @@ def test_every_src_exists():
   for name, target in TARGETS.items():
     for src in target["srcs"]:
       assert (ROOT / src).is_file(), f"target {name}: missing {src}"
+
+
+def _owner(path):
+  return next((n for n, t in TARGETS.items() if path in t["srcs"]), None)
+
+
+def _closure(name, seen=None):
+  seen = set() if seen is None else seen
+  if name not in seen:
+    seen.add(name)
+    for dep in TARGETS[name]["deps"]:
+      if not dep.startswith("@pip//"):
+        _closure(dep.lstrip("/").lstrip(":"), seen)
+  return seen
+
+
+def _project_imports(path):
+  """Project modules imported by ``path``, as file paths."""
+  import ast  # pylint: disable=g-import-not-at-top
+  tree = ast.parse((ROOT / path).read_text())
+  found = set()
+  for node in ast.walk(tree):
+    if isinstance(node, ast.ImportFrom) and node.module:
+      # `from pkg import mod` needs mod; the package __init__ comes with it.
+      names = [f"{node.module}.{a.name}" for a in node.names]
+      if not any(_module_file(n) for n in names):
+        names = [node.module]
+    elif isinstance(node, ast.Import):
+      names = [a.name for a in node.names]
+    else:
+      continue
+    found.update(f for f in map(_module_file, names) if f and f != path)
+  return found
+
+
+def _module_file(module):
+  """The project file of a dotted module name, or None."""
+  if module.split(".")[0] not in ("tf_discrete", "experiments"):
+    return None
+  base = module.replace(".", "/")
+  for candidate in (base + ".py", base + "/__init__.py"):
+    if (ROOT / candidate).is_file():
+      return candidate
+  return None
+
+
+def test_project_imports_are_declared_dependencies():
+  for name, target in TARGETS.items():
+    reachable = set()
+    for dep_name in _closure(name):
+      reachable.update(TARGETS[dep_name]["srcs"])
+    for src in target["srcs"]:
+      for imported in _project_imports(src):
+        assert imported in reachable, (
+            f"{src} imports {imported} but target {name} does not depend on "
+            f"{_owner(imported)}")
