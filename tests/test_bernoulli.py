@@ -230,3 +230,14 @@ def test_unknown_option_rejected():
 def test_bad_seed_rejected():
   with pytest.raises(ValueError, match="`seed`"):
     bernoulli.estimate(objective, LOGITS, "disarm", seed=[1, 2, 3])
+
+
+@pytest.mark.parametrize("num_samples", [2.0, True, "2"])
+def test_non_integer_num_samples_rejected(num_samples):
+  with pytest.raises(TypeError, match="`num_samples`"):
+    bernoulli.estimate(objective, LOGITS, "disarm", num_samples=num_samples)
+
+
+def test_non_callable_objective_rejected():
+  with pytest.raises(TypeError, match="`objective`"):
+    bernoulli.estimate("f", LOGITS, "disarm")

@@ -20,6 +20,7 @@ samples and how to turn objective values into a gradient.
 
 import abc
 import dataclasses
+import operator
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import tensorflow as tf
@@ -269,11 +270,14 @@ class Estimator(abc.ABC):
       return fixed
     if num_samples is None:
       return self.default_num_samples
-    if isinstance(num_samples, bool) or not isinstance(
-        num_samples, (int,)) and not hasattr(num_samples, "__index__"):
+    try:
+      if isinstance(num_samples, bool):
+        raise TypeError
+      num_samples = operator.index(num_samples)
+    except TypeError:
       raise TypeError(
-          f"`num_samples` must be a Python int or None, got {num_samples!r}.")
-    num_samples = int(num_samples)
+          f"`num_samples` must be a Python int or None, got "
+          f"{num_samples!r}.") from None
     if num_samples < self.min_num_samples:
       raise ValueError(
           f"`num_samples`={num_samples} is invalid for estimator "
