@@ -106,3 +106,29 @@ class BernoulliLatent(_LatentLayer):
                objective=None, estimator_options=None, **kwargs):
     super().__init__(estimator, num_samples, seed, objective,
                      estimator_options, **kwargs)
+
+
+@keras.saving.register_keras_serializable(package="tf_discrete")
+class CategoricalLatent(_LatentLayer):
+  """Independent categorical latents over ``logits [*batch, V, C]``.
+
+  Without an objective, ``layer(logits)`` draws one one-hot sample
+  ``[*batch, V, C]`` (no gradient).
+
+  Args:
+    estimator: a name from ``tf_discrete.categorical.available()``.
+    num_samples: objective evaluations per call (see
+      :func:`tf_discrete.categorical.estimate`); None for the default.
+    seed: int seed of the layer's ``SeedGenerator``; None for a random one.
+    objective: optional default objective (a Keras layer or serializable
+      callable), used when ``call`` gets none.
+    estimator_options: dict of estimator options (e.g.
+      ``{"logits_order": "ascending"}``).
+  """
+
+  family_name = "categorical"
+
+  def __init__(self, estimator="rloo", num_samples=None, seed=None,
+               objective=None, estimator_options=None, **kwargs):
+    super().__init__(estimator, num_samples, seed, objective,
+                     estimator_options, **kwargs)

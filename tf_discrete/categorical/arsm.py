@@ -1,0 +1,464 @@
+r"""The augment-REINFORCE family for categoricals: AR, ARS, ARSM, ARS+, ARSM+.
+
+Yin, Yue, Zhou, "ARSM: Augment-REINFORCE-swap-merge estimator for gradient
+backpropagation through categorical variables", ICML 2019.
+
+Augmentation. Draw :math:`E_c \sim \mathrm{Exp}(1)` i.i.d. and let
+:math:`\pi = E / \sum_c E_c \sim \mathrm{Dirichlet}(1_C)`. Then
+:math:`z = \arg\min_c \pi_c e^{-\theta_c} \sim \mathrm{Cat}(\mathrm{softmax}
+\,\theta)`. Differentiating the exponential densities (rate
+:math:`e^{\theta_c}`) gives :math:`\partial_{\theta_c}\mathbb{E} f(z) =
+\mathbb{E}[f(z)(1 - E_c)]`; conditioning on :math:`\pi` (the total
+:math:`\sum E \sim \mathrm{Gamma}(C)` is independent of :math:`\pi`, so
+:math:`\mathbb{E}[E_c\mid\pi] = C\pi_c`) gives AR,
+:math:`\partial_{\theta_c} = \mathbb{E}[f(z)(1 - C\pi_c)]`.
+
+Swap. Exchanging :math:`\pi_c` and :math:`\pi_j` preserves the Dirichlet
+law, so :math:`\mathbb{E}[f(z^{c\rightleftharpoons j})(1 - C\pi_j)]` is also
+the gradient, where :math:`z^{c\rightleftharpoons j} = \arg\min_i
+(\pi^{c\rightleftharpoons j})_i e^{-\theta_i}` is a *pseudo-action*. Since
+the gradient sums to zero over c (softmax is shift invariant),
+:math:`\frac1C\sum_m f(z^{m\rightleftharpoons j})` is a free baseline.
+
+Several variables. One :math:`\pi_v` per variable; a pseudo-action applies
+its swap to every variable at once (the vector
+:math:`z^{c\rightleftharpoons j} = (z_1^{c\rightleftharpoons j}, \dots,
+z_V^{c\rightleftharpoons j})`), so the cost does not grow with V. The joint
+swap is a measure-preserving map of all the :math:`\pi_v`, so the
+one-variable argument holds for each coordinate.
+
+Rao-Blackwellization (ARS+, ARSM+). For a reference index j pick another
+index :math:`l \neq j` (drawn statelessly). Given every coordinate of
+:math:`\pi_v` except :math:`\pi_j, \pi_l`, the pair is uniform on the
+segment :math:`\pi_j + \pi_l = r` (Dirichlet(1) is uniform on the simplex),
+i.e. :math:`t = \pi_j \sim U[0, r]`. In each pseudo-action, t sits at one
+position (value :math:`t e^{-\theta_p}`, increasing), :math:`r - t` at
+another (decreasing), and the other positions are constant; so the event
+"the pseudo-action is a" is an interval of t with end points
+
+* position of t wins: :math:`t < \min(t_\times, K e^{\theta_{p_j}})`,
+* position of r - t wins: :math:`t > \max(t_\times, r - K e^{\theta_{p_l}})`,
+* a constant position wins: :math:`K e^{\theta_{p_j}} < t < r - K
+  e^{\theta_{p_l}}`,
+
+with :math:`t_\times = r\,\sigma(\theta_{p_j} - \theta_{p_l})` (where the
+two moving values cross) and K the smallest constant value. Intersecting
+these intervals over all observed pseudo-actions gives :math:`[lo, hi]`, and
+:math:`\mathbb{E}[\pi_j \mid \cdot] = (lo + hi)/2`. The objective values are
+functions of the conditioning variables (the pseudo-actions of v and the
+augmentations of the other variables), so replacing :math:`\pi_j` by this
+conditional mean is an exact Rao-Blackwellization: unbiased, and per
+coordinate never more variance than ARS / ARSM with the same draws.
+
+The symmetry mask (ARS+, ARSM+). A variable v whose pseudo-actions all
+agree (event :math:`A_v`, all equal to k) contributes
+:math:`\sum_j (F_{cj} - \bar F_j)\,w_j` with :math:`F_{cj} = f(k,
+z_{-v}^{c\rightleftharpoons j})` and :math:`w_j` a function of
+:math:`\pi_v` only. Each joint pseudo-action of the other variables is an
+exact draw from their q, independent of :math:`\pi_v`, so
+:math:`\mathbb{E}[F_{cj} \mid \pi_v] = \mathbb{E}_{z_{-v}\sim q} f(k,
+z_{-v})` is the same for every (c, j) and the term has zero conditional
+mean. Zeroing it is therefore unbiased for any V, and it can only lower the
+variance (:math:`\mathrm{Var}(g 1_{A^c}) = \mathrm{Var}(g) - \mathbb{E}[g^2
+1_A]` when :math:`\mathbb{E}[g 1_A] = 0`). With V = 1 the term is exactly
+zero anyway. Option ``symmetry_mask`` (default True) turns it off for
+ablations.
+"""
+
+import itertools
+
+import numpy as np
+import tensorflow as tf
+
+from tf_discrete import _core
+from tf_discrete.categorical import _common
+from tf_discrete.categorical._common import REGISTRY
+
+
+def _swap_positions(x, swap_a, swap_b):
+  """Where index x lands after exchanging positions a and b."""
+  return tf.where(tf.equal(x, swap_a), swap_b,
+                  tf.where(tf.equal(x, swap_b), swap_a, x))
+
+
+def reference_expectation(log_pi, theta, pseudo_log_pi, actions, swap_a,
+                          swap_b, ref_j, ref_l):
+  r"""Conditional mean of :math:`\pi_j` given the pseudo-actions.
+
+  The mid-point of :func:`reference_interval` (same arguments): given
+  :math:`\pi_{-\{j,l\}}`, :math:`\pi_j` is uniform on that interval.
+  """
+  lower, upper = reference_interval(log_pi, theta, pseudo_log_pi, actions,
+                                    swap_a, swap_b, ref_j, ref_l)
+  return 0.5 * (lower + upper)
+
+
+def reference_interval(log_pi, theta, pseudo_log_pi, actions, swap_a,
+                       swap_b, ref_j, ref_l):
+  r"""Values of :math:`\pi_j` consistent with the observed pseudo-actions.
+
+  Args:
+    log_pi: ``[*batch, V, C]`` log Dirichlet(1) draw.
+    theta: ``[*batch, V, C]`` logits.
+    pseudo_log_pi: ``[S, *batch, V, C]``; pseudo-action s is
+      ``argmin(pseudo_log_pi[s] - theta)``.
+    actions: ``[S, *batch, V]`` int32, those argmins.
+    swap_a, swap_b: int32 broadcastable to ``[S, *batch, V]``: pseudo-action
+      s exchanges positions ``swap_a[s]`` and ``swap_b[s]`` (equal: none).
+    ref_j, ref_l: ``[J, *batch, V]`` int32, reference index j and the
+      partner l != j whose coordinate absorbs the change of :math:`\pi_j`.
+
+  Returns:
+    ``(lower, upper)``, each ``[J, *batch, V]``: with every coordinate but
+    :math:`\pi_j, \pi_l` and the sum :math:`r = \pi_j + \pi_l` held fixed,
+    the pseudo-actions are unchanged exactly for :math:`\pi_j \in [lower,
+    upper] \subseteq [0, r]`.
+  """
+  dtype = log_pi.dtype
+  inf = tf.constant(np.inf, dtype)
+  num_categories = log_pi.shape[-1]
+  j = ref_j[:, tf.newaxis]  # [J, 1, *batch, V]
+  l = ref_l[:, tf.newaxis]
+  pos_j = _swap_positions(j, swap_a, swap_b)  # [J, S, *batch, V]
+  pos_l = _swap_positions(l, swap_a, swap_b)
+  pos_j, pos_l = (tf.broadcast_to(p, tf.broadcast_dynamic_shape(
+      tf.shape(pos_j), tf.shape(pos_l))) for p in (pos_j, pos_l))
+  theta_j = _common.take_last(theta, pos_j)
+  theta_l = _common.take_last(theta, pos_l)
+
+  # K: smallest value among the positions holding neither pi_j nor pi_l.
+  # Two positions are excluded, so the three smallest values suffice.
+  values = pseudo_log_pi - theta  # [S, *batch, V, C]
+  k = min(3, num_categories)
+  neg_top, top_index = tf.math.top_k(-values, k=k)
+  top_index = top_index[tf.newaxis]
+  excluded = tf.logical_or(tf.equal(top_index, pos_j[..., tf.newaxis]),
+                           tf.equal(top_index, pos_l[..., tf.newaxis]))
+  log_k = tf.reduce_min(tf.where(excluded, inf, -neg_top[tf.newaxis]), -1)
+
+  log_pj = _common.take_last(log_pi, ref_j)
+  log_pl = _common.take_last(log_pi, ref_l)
+  log_r = tf.reduce_logsumexp(tf.stack([log_pj, log_pl]), axis=0)
+  r = tf.exp(log_r)[:, tf.newaxis]  # [J, 1, *batch, V]
+
+  crossing = r * tf.sigmoid(theta_j - theta_l)
+  inc_limit = tf.exp(log_k + theta_j)  # t e^{-theta_pj} < K  <=>  t < this
+  dec_limit = r - tf.exp(log_k + theta_l)  # (r-t) e^{-theta_pl} < K <=> t > .
+  zero = tf.zeros_like(crossing)
+  at_j = tf.equal(actions[tf.newaxis], pos_j)
+  at_l = tf.equal(actions[tf.newaxis], pos_l)
+  lower = tf.where(at_j, zero,
+                   tf.where(at_l, tf.maximum(crossing, dec_limit), inc_limit))
+  upper = tf.where(at_j, tf.minimum(crossing, inc_limit),
+                   tf.where(at_l, r + zero, dec_limit))
+  r = r[:, 0]
+  lower = tf.clip_by_value(tf.reduce_max(lower, axis=1), 0.0, r)
+  upper = tf.clip_by_value(tf.reduce_min(upper, axis=1), lower, r)
+  return lower, upper
+
+
+def _all_agree(actions):
+  """``[*batch, V]``: True where all pseudo-actions of a variable agree."""
+  return tf.reduce_all(tf.equal(actions, actions[:1]), axis=0)
+
+
+def _check_mask_option(self, options):
+  unknown = set(options) - {"symmetry_mask"}
+  if unknown:
+    raise TypeError(
+        f"Estimator '{self.name}' got unknown options {sorted(unknown)}; it "
+        f"accepts: symmetry_mask.")
+  mask = options.get("symmetry_mask", True)
+  if not isinstance(mask, (bool, np.bool_)):
+    raise TypeError(
+        f"`symmetry_mask` must be True or False, got {mask!r}.")
+
+
+def _dirichlet(logits, seed):
+  """theta (work dtype), log pi ``[*batch, V, C]``."""
+  theta = _common.to_work(logits)
+  log_e = _common.log_exponential(tf.shape(theta), seed, theta.dtype)
+  return theta, tf.nn.log_softmax(log_e, axis=-1)
+
+
+# --------------------------------------------------------------------------
+# AR.
+# --------------------------------------------------------------------------
+
+
+@REGISTRY.register
+class AugmentReinforce(_core.Estimator):
+  r"""Augment-REINFORCE (AR) for categoricals.
+
+  .. math:: \hat g_{v,c} = \frac1K \sum_{k=1}^K f(z_k)\,(1 - C\pi_{k,v,c}),
+     \quad z_{k,v} = \arg\min_i \pi_{k,v,i} e^{-\theta_{v,i}},
+     \quad \pi_{k,v} \sim \mathrm{Dirichlet}(1_C)
+
+  Objective evaluations: K (``num_samples``, default 1; K independent AR
+  estimates averaged). Unbiased; usually more variance than REINFORCE. Yin,
+  Yue, Zhou, ICML 2019 (Theorem 1).
+  """
+  name = "ar"
+
+  def sample(self, logits, num_samples, seed):
+    theta = _common.to_work(logits)
+    shape = tf.concat([[num_samples], tf.shape(theta)], 0)
+    log_e = _common.log_exponential(shape, seed, theta.dtype)
+    index = _common.exponential_race(log_e, theta)
+    return _core.Draw(
+        _common.one_hot(index, _common.num_categories(logits), logits.dtype),
+        {"pi": tf.nn.softmax(log_e, axis=-1)})
+
+  def gradient(self, values, draw, logits):
+    theta = _common.to_work(logits)
+    num_categories = _common.num_categories(logits)
+    f = tf.cast(values, theta.dtype)[..., tf.newaxis, tf.newaxis]
+    grad = tf.reduce_mean(f * (1.0 - num_categories * draw.noise["pi"]),
+                          axis=0)
+    return _common.cast_like(grad, logits)
+
+
+# --------------------------------------------------------------------------
+# ARS and ARS+.
+# --------------------------------------------------------------------------
+
+
+class _SingleReference(_core.Estimator):
+  """C pseudo-actions: swap (m, j_v) for m = 0..C-1, jointly over variables.
+
+  The reference index j_v is drawn uniformly and independently for every
+  batch element and variable (the original code drew one j per batch with
+  an unseeded NumPy RNG). Any choice of j independent of pi is unbiased.
+  """
+  fixed_num_samples = staticmethod(lambda event_shape: int(event_shape[-1]))
+
+  def sample(self, logits, num_samples, seed, **options):
+    del num_samples, options  # C, fixed.
+    num_categories = _common.num_categories(logits)
+    seed_pi, seed_j, seed_l = _core.split_seed(seed, 3)
+    theta, log_pi = _dirichlet(logits, seed_pi)
+    rank = theta.shape.rank
+    ref_j = _common.uniform_index(tf.shape(theta)[:-1], seed_j, theta.dtype,
+                                  num_categories)  # [*batch, V]
+    # Partner l != j for the Rao-Blackwellization (ARS+).
+    offset = _common.uniform_index(tf.shape(theta)[:-1], seed_l, theta.dtype,
+                                   max(num_categories - 1, 1))
+    ref_l = tf.math.floormod(ref_j + 1 + offset, num_categories)
+
+    m = tf.reshape(tf.range(num_categories), [num_categories] + [1] * rank)
+    position = tf.range(num_categories)
+    log_pi_j = _common.take_last(log_pi, ref_j)[tf.newaxis, ..., tf.newaxis]
+    log_pi_m = _common.last_to_leading(log_pi)[..., tf.newaxis]
+    pseudo = tf.where(
+        tf.equal(position, m), log_pi_j,
+        tf.where(tf.equal(position, ref_j[tf.newaxis, ..., tf.newaxis]),
+                 log_pi_m, log_pi[tf.newaxis]))  # [C, *batch, V, C]
+    actions = _common.exponential_race(pseudo, theta)  # [C, *batch, V]
+    samples = _common.one_hot(actions, num_categories, logits.dtype)
+    return _core.Draw(samples, {
+        "log_pi": log_pi, "pseudo_log_pi": pseudo, "actions": actions,
+        "ref_j": ref_j, "ref_l": ref_l,
+        "swap_a": m[..., 0], "swap_b": ref_j[tf.newaxis]})
+
+  def reference_pi(self, draw, theta):
+    """The ``pi_j`` factor ``[*batch, V]``."""
+    return tf.exp(_common.take_last(draw.noise["log_pi"],
+                                    draw.noise["ref_j"]))
+
+  use_mask = False
+
+  def gradient(self, values, draw, logits, symmetry_mask=None):
+    if symmetry_mask is None:
+      symmetry_mask = self.use_mask
+    theta = _common.to_work(logits)
+    num_categories = _common.num_categories(logits)
+    f = tf.cast(values, theta.dtype)  # [C, *batch]
+    centred = _common.leading_to_last(f - tf.reduce_mean(f, axis=0))
+    weight = 1.0 - num_categories * self.reference_pi(draw, theta)
+    if symmetry_mask:
+      weight = tf.where(_all_agree(draw.noise["actions"]),
+                        tf.zeros_like(weight), weight)
+    grad = centred[..., tf.newaxis, :] * weight[..., tf.newaxis]
+    return _common.cast_like(grad, logits)
+
+
+@REGISTRY.register
+class AugmentReinforceSwap(_SingleReference):
+  r"""Augment-REINFORCE-swap (ARS).
+
+  .. math:: \hat g_{v,c} = \Big(f(z^{c\rightleftharpoons j}) - \frac1C
+     \sum_{m} f(z^{m\rightleftharpoons j})\Big)(1 - C\pi_{v,j_v})
+
+  with one Dirichlet(1) draw :math:`\pi_v` per variable, a reference index
+  :math:`j_v` uniform per batch element and variable, and pseudo-actions
+  that swap :math:`(c, j_w)` in every variable w at once
+  (:math:`c = j_w` is the true sample). Objective evaluations: C (fixed).
+  Unbiased. Yin, Yue, Zhou, ICML 2019.
+  """
+  name = "ars"
+
+
+@REGISTRY.register
+class AugmentReinforceSwapPlus(_SingleReference):
+  r"""ARS+: ARS with :math:`\pi_{v,j}` Rao-Blackwellized.
+
+  .. math:: \hat g_{v,c} = \Big(f(z^{c\rightleftharpoons j}) - \frac1C
+     \sum_{m} f(z^{m\rightleftharpoons j})\Big)\big(1 - C\,
+     \mathbb{E}[\pi_{v,j} \mid \pi_{v,-\{j,l\}}, \{z_v^{m\rightleftharpoons
+     j}\}_m]\big)
+
+  The conditional mean is the mid-point of the interval of
+  :math:`\pi_{v,j}` (with :math:`\pi_{v,j} + \pi_{v,l}` fixed, l a second
+  index drawn uniformly among the others) consistent with the observed
+  pseudo-actions (module docstring), and a variable whose C pseudo-actions
+  all agree contributes zero (symmetry mask; option ``symmetry_mask``,
+  default True). Same draws and cost as ARS (C evaluations); unbiased;
+  coordinate-wise variance <= ARS (a Rao-Blackwellization followed by
+  removing a zero-mean term). Yin, Yue, Zhou, ICML 2019.
+  """
+  name = "ars_plus"
+  use_mask = True
+
+  def check_options(self, options):
+    _check_mask_option(self, options)
+
+  def reference_pi(self, draw, theta):
+    noise = draw.noise
+    return reference_expectation(
+        noise["log_pi"], theta, noise["pseudo_log_pi"], noise["actions"],
+        noise["swap_a"], noise["swap_b"], noise["ref_j"][tf.newaxis],
+        noise["ref_l"][tf.newaxis])[0]
+
+
+# --------------------------------------------------------------------------
+# ARSM and ARSM+.
+# --------------------------------------------------------------------------
+
+
+def _swap_tables(num_categories):
+  """Static tables of the distinct pseudo-actions of ARSM.
+
+  Returns:
+    swap_a, swap_b: ``[S]``, pseudo-action s exchanges positions
+      ``swap_a[s]``, ``swap_b[s]``; s = 0 is the identity (the true sample).
+    permutation: ``[S, C]``, position p of pseudo-action s holds coordinate
+      ``permutation[s, p]`` of pi.
+    index: ``[C, C]``, ``index[c, j]`` is the s of the swap (c, j); the
+      matrix is symmetric with zero diagonal.
+  """
+  pairs = list(itertools.combinations(range(num_categories), 2))
+  swap_a = np.array([0] + [a for a, _ in pairs], np.int32)
+  swap_b = np.array([0] + [b for _, b in pairs], np.int32)
+  permutation = np.tile(np.arange(num_categories, dtype=np.int32),
+                        [len(swap_a), 1])
+  index = np.zeros([num_categories, num_categories], np.int32)
+  for s, (a, b) in enumerate(pairs, start=1):
+    permutation[s, a], permutation[s, b] = b, a
+    index[a, b] = index[b, a] = s
+  return swap_a, swap_b, permutation, index
+
+
+def _arsm_evaluations(event_shape):
+  c = int(event_shape[-1])
+  return c * (c - 1) // 2 + 1
+
+
+class _AllReferences(_core.Estimator):
+  """The C(C-1)/2 + 1 distinct pseudo-actions of all swaps (i, j)."""
+  fixed_num_samples = staticmethod(_arsm_evaluations)
+
+  def sample(self, logits, num_samples, seed, **options):
+    del num_samples, options
+    num_categories = _common.num_categories(logits)
+    swap_a, swap_b, permutation, _ = _swap_tables(num_categories)
+    seed_pi, seed_l = _core.split_seed(seed, 2)
+    theta, log_pi = _dirichlet(logits, seed_pi)
+    rank = theta.shape.rank
+    pseudo = tf.gather(log_pi, permutation, axis=-1)  # [*batch, V, S, C]
+    pseudo = tf.transpose(pseudo,
+                          [rank - 1] + list(range(rank - 1)) + [rank])
+    actions = _common.exponential_race(pseudo, theta)  # [S, *batch, V]
+    samples = _common.one_hot(actions, num_categories, logits.dtype)
+    # One partner l_j != j per reference j, batch element and variable.
+    lead_shape = tf.concat([[num_categories], tf.shape(theta)[:-1]], 0)
+    ref_j = tf.broadcast_to(
+        tf.reshape(tf.range(num_categories), [num_categories] + [1] * (
+            rank - 1)), lead_shape)
+    offset = _common.uniform_index(lead_shape, seed_l, theta.dtype,
+                                   max(num_categories - 1, 1))
+    ref_l = tf.math.floormod(ref_j + 1 + offset, num_categories)
+    return _core.Draw(samples, {
+        "log_pi": log_pi, "pseudo_log_pi": pseudo, "actions": actions,
+        "ref_j": ref_j, "ref_l": ref_l,
+        "swap_a": _common.reshape_leading(swap_a, rank),
+        "swap_b": _common.reshape_leading(swap_b, rank)})
+
+  def reference_pi(self, draw, theta):
+    """``[*batch, V, C]``: the pi_j factors."""
+    return tf.exp(draw.noise["log_pi"])
+
+  use_mask = False
+
+  def gradient(self, values, draw, logits, symmetry_mask=None):
+    if symmetry_mask is None:
+      symmetry_mask = self.use_mask
+    theta = _common.to_work(logits)
+    num_categories = _common.num_categories(logits)
+    _, _, _, index = _swap_tables(num_categories)
+    f = tf.cast(values, theta.dtype)  # [S, *batch]
+    swap_matrix = tf.gather(f, index, axis=0)  # [C (c), C (j), *batch]
+    centred = swap_matrix - tf.reduce_mean(swap_matrix, axis=0)
+    centred = _common.leading_to_last(centred, 2)  # [*batch, c, j]
+    weight = 1.0 / num_categories - self.reference_pi(draw, theta)
+    if symmetry_mask:
+      weight = tf.where(_all_agree(draw.noise["actions"])[..., tf.newaxis],
+                        tf.zeros_like(weight), weight)
+    grad = tf.einsum("...cj,...vj->...vc", centred, weight)
+    return _common.cast_like(grad, logits)
+
+
+@REGISTRY.register
+class AugmentReinforceSwapMerge(_AllReferences):
+  r"""Augment-REINFORCE-swap-merge (ARSM).
+
+  .. math:: \hat g_{v,c} = \sum_{j=1}^C \Big(f(z^{c\rightleftharpoons j}) -
+     \frac1C\sum_m f(z^{m\rightleftharpoons j})\Big)\Big(\frac1C -
+     \pi_{v,j}\Big)
+
+  i.e. ARS merged over all reference indices. The swap matrix
+  :math:`F_{cj} = f(z^{c\rightleftharpoons j})` is symmetric with the true
+  sample on the diagonal, so only the identity and the C(C-1)/2 swaps
+  :math:`i < j` are evaluated: C(C-1)/2 + 1 objective evaluations (fixed;
+  the original code evaluates all C^2). Swaps apply to every variable at
+  once. Unbiased. Yin, Yue, Zhou, ICML 2019.
+  """
+  name = "arsm"
+
+
+@REGISTRY.register
+class AugmentReinforceSwapMergePlus(_AllReferences):
+  r"""ARSM+: ARSM with every :math:`\pi_{v,j}` Rao-Blackwellized.
+
+  .. math:: \hat g_{v,c} = \sum_j \Big(F_{cj} - \frac1C\sum_m F_{mj}\Big)
+     \Big(\frac1C - \mathbb{E}[\pi_{v,j} \mid \pi_{v,-\{j,l_j\}},
+     \text{all pseudo-actions of } v]\Big)
+
+  For each j a partner :math:`l_j \neq j` is drawn; the conditional mean is
+  the mid-point of the interval of :math:`\pi_{v,j}` consistent with all
+  C(C-1)/2 + 1 pseudo-actions (module docstring); a variable whose
+  pseudo-actions all agree contributes zero (option ``symmetry_mask``,
+  default True). Same draws and cost as ARSM; unbiased; coordinate-wise
+  variance <= ARSM. Yin, Yue, Zhou, ICML 2019.
+  """
+  name = "arsm_plus"
+  use_mask = True
+
+  def check_options(self, options):
+    _check_mask_option(self, options)
+
+  def reference_pi(self, draw, theta):
+    noise = draw.noise
+    expected = reference_expectation(
+        noise["log_pi"], theta, noise["pseudo_log_pi"], noise["actions"],
+        noise["swap_a"], noise["swap_b"], noise["ref_j"], noise["ref_l"])
+    return _common.leading_to_last(expected)  # [*batch, V, C (j)]
