@@ -331,9 +331,11 @@ class Registry:
     return cls
 
   def names(self) -> List[str]:
+    """Sorted names of the registered estimators."""
     return sorted(self._estimators)
 
   def get(self, name) -> Estimator:
+    """The estimator registered as ``name`` (an Estimator passes through)."""
     if isinstance(name, Estimator):
       return name
     if name not in self._estimators:

@@ -97,14 +97,9 @@ def estimate(objective, logits, estimator="disarm", num_samples=None,
                              num_samples, seed, options)
 
 
-def available():
-  """Sorted names of the Bernoulli estimators."""
-  return REGISTRY.names()
-
-
-def get(name):
-  """The estimator object registered under ``name``."""
-  return REGISTRY.get(name)
+# Sorted estimator names, and the estimator object registered under a name.
+available = REGISTRY.names
+get = REGISTRY.get
 
 
 def sample(logits, seed=None, num_samples=None):
