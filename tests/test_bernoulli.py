@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from experiments.estimator_variance import LOGITS
-from experiments.estimator_variance import objective
 from tf_discrete import bernoulli
 from tf_discrete import diagnostics
+from tf_discrete.examples import LOGITS
+from tf_discrete.examples import interaction_objective as objective
 
 # LOGITS, objective: the shared problem (logits up to ±6 so rare states
 # matter; a non-linear objective with pairwise interactions between units).

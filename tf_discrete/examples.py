@@ -7,6 +7,7 @@ decoder and prior weights get the ordinary pathwise gradient.
 """
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from tf_discrete import layers
@@ -122,3 +123,18 @@ class TwoLayerBernoulliVAE(keras.Model):
 def negative_elbo_loss(_, elbo):
   """Keras loss for models whose output is the ELBO estimate."""
   return -tf.reduce_mean(elbo)
+
+
+# A small shared test problem: five units with logits up to ±6 (so rare
+# states matter) and a non-linear objective with pairwise interactions.
+LOGITS = np.array([0.3, -1.2, 6.0, -6.0, 2.0], np.float32)
+_INTERACTIONS = np.random.RandomState(0).randn(5, 5).astype(np.float32)
+_WEIGHTS = np.array([1.0, -2.0, 0.5, 3.0, -1.0], np.float32)
+
+
+def interaction_objective(b):
+  """sum(a*b) + b'Wb + sin(2 sum b) over the first D <= 5 units."""
+  d = b.shape[-1]
+  return (tf.reduce_sum(b * _WEIGHTS[:d], -1)
+          + tf.einsum("...i,ij,...j->...", b, _INTERACTIONS[:d, :d], b)
+          + tf.sin(2.0 * tf.reduce_sum(b, -1)))
