@@ -26,6 +26,7 @@ import keras
 import numpy as np
 
 from tf_discrete import bernoulli
+from tf_discrete import datasets
 from tf_discrete import training
 from tf_discrete import vae
 
@@ -39,15 +40,8 @@ RESUMABLE = ("num_steps", "eval_every", "checkpoint_every", "log_every",
              "data_dir", "manual_dir", "strategy", "tpu", "jit_compile")
 
 
-def _dataset_names():
-  try:
-    from tf_discrete import datasets  # pylint: disable=g-import-not-at-top
-    return datasets.available()
-  except ImportError:  # pragma: no cover
-    return ["dynamic_mnist", "fashion_mnist", "omniglot", "static_mnist"]
-
-
-flags.DEFINE_enum("dataset", "dynamic_mnist", _dataset_names() + [SYNTHETIC],
+flags.DEFINE_enum("dataset", "dynamic_mnist",
+                  datasets.available() + [SYNTHETIC],
                   "Data set; 'synthetic' is a tiny generated set for smoke "
                   "tests.")
 flags.DEFINE_enum("grad_type", "disarm",
@@ -192,7 +186,6 @@ def check_flags(values: Mapping[str, Any]) -> vae.VAEConfig:
 def synthetic_splits(seed: int = 0, num_train: int = 2000,
                      num_eval: int = 500, num_prototypes: int = 8):
   """Grey-level 784-pixel images near a few random prototypes."""
-  from tf_discrete import datasets  # pylint: disable=g-import-not-at-top
   rng = np.random.RandomState(seed)
   prototypes = rng.beta(0.3, 1.0, size=(num_prototypes, 784))
 
@@ -210,7 +203,6 @@ def synthetic_splits(seed: int = 0, num_train: int = 2000,
 def load_data(values: Mapping[str, Any]):
   if values["dataset"] == SYNTHETIC:
     return synthetic_splits(values["seed"])
-  from tf_discrete import datasets  # pylint: disable=g-import-not-at-top
   return datasets.load(values["dataset"], manual_dir=values["manual_dir"],
                        data_dir=values["data_dir"])
 

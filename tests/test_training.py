@@ -125,9 +125,9 @@ def test_each_epoch_visits_every_image_once(tmp_path):
   trainer = make_trainer(tmp_path, images=images, dynamic=False)
   seen = []
   for epoch in range(3):
-    permutation = trainer._permutation(tf.constant(epoch))
+    trainer._order.assign(trainer._permutation(tf.constant(epoch)))
     seen.append(np.concatenate([
-        trainer._train_batch(tf.constant(epoch * 4 + s), permutation,
+        trainer._train_batch(tf.constant(epoch * 4 + s),
                              tf.constant([0, s]))[:, 0].numpy()
         for s in range(4)]))
   for order in seen:

@@ -22,10 +22,11 @@ What the loop does, and why it is built this way:
   randomness is stateless, derived from ``(seed, step, replica)``, so a
   rerun or a resumed run draws the same numbers and XLA/TPU can compile
   it.
-* **Many steps per call.** One ``tf.function`` runs a ``tf.range`` loop of
-  steps (with ``jit_compile`` the whole loop is one XLA program), so Python
-  is paid per call, not per step. Calls end at the next progress line,
-  evaluation, checkpoint or epoch boundary.
+* **Many steps per call.** One ``tf.function`` runs a ``tf.while_loop`` of
+  steps (with ``jit_compile`` the whole loop is one XLA program, compiled
+  once for any number of steps), so Python is paid per call, not per step.
+  Calls end at the next progress line, evaluation, checkpoint or epoch
+  boundary.
 * **Gradient variance** (DESIGN §4): exponential moving averages (decay
   0.999, bias-corrected) of :math:`g` and :math:`g^2` of the batch-mean
   gradient of the variance group, updated in-graph every step; reported
@@ -297,35 +298,39 @@ class MetricsLog:
 
 
 def plot_curves(rows: Sequence[Mapping[str, Any]], path: str):
-  """Plots every numeric metric against the step (one panel per kind)."""
+  """Plots the metrics of ``rows`` against the step.
+
+  One panel for the bounds (train ELBO, valid/test IWAE, training
+  objective), one for the gradient variances (log scale), one per other
+  metric (throughput, evaluation time, bias check).
+  """
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use("Agg")
   from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
+  skip = ("step", "wall_time", "train_time_sec")
   keys = sorted({k for r in rows for k, v in r.items()
-                 if k not in ("step", "wall_time") and isinstance(v, float)})
+                 if k not in skip and isinstance(v, float)})
   bounds = [k for k in keys if k.endswith(("elbo", "iwae", "objective"))]
   variances = [k for k in keys if k.startswith("grad_variance")]
-  panels = ([("bound (nats, higher is better)", bounds, "linear")] * bool(bounds)
-            + [("encoder gradient variance", variances, "log")] * bool(variances)
-            + [(k, [k], "linear") for k in keys
-               if k not in bounds and k not in variances])
-  if not panels:
-    panels = [("no metrics", [], "linear")]
+  panels = []
+  if bounds:
+    panels.append(("bounds (nats, higher is better)", bounds, "linear"))
+  if variances:
+    panels.append(("encoder gradient variance", variances, "log"))
+  panels += [(k, [k], "linear") for k in keys
+             if k not in bounds and k not in variances]
+  panels = panels or [("no metrics yet", [], "linear")]
   cols = min(3, len(panels))
-  rows_n = math.ceil(len(panels) / cols)
-  fig, axes = plt.subplots(rows_n, cols, figsize=(5 * cols, 3.5 * rows_n),
-                           squeeze=False)
+  fig, axes = plt.subplots(math.ceil(len(panels) / cols), cols,
+                           figsize=(5 * cols, 3.5 * math.ceil(
+                               len(panels) / cols)), squeeze=False)
   for ax, (title, names, scale) in zip(axes.flat, panels):
     for name in names:
-      pts = [(r["step"], r[name]) for r in rows
-             if isinstance(r.get(name), float)]
-      if pts:
-        ax.plot(*zip(*pts), marker=".", label=name)
-    ax.set_title(title)
-    ax.set_xlabel("step")
-    if scale == "log" and any(r.get(n, 0) and r[n] > 0
-                              for r in rows for n in names):
-      ax.set_yscale("log")
+      points = [(r["step"], r[name]) for r in rows
+                if isinstance(r.get(name), float)]
+      if points:
+        ax.plot(*zip(*points), marker=".", label=name)
+    ax.set(title=title, xlabel="step", yscale=scale)
     if len(names) > 1:
       ax.legend(fontsize="small")
   for ax in axes.flat[len(panels):]:
@@ -402,12 +407,12 @@ class Trainer:
                               name="seed")
       self.train_time = tf.Variable(0.0, dtype=tf.float64, trainable=False,
                                     name="train_time_sec")
-      self._tracked = ["main"] + [name for name, _ in config.basket]
       self.moments = GradientMoments(
-          self._tracked, self.groups[self.model.variance_group],
-          config.ema_decay)
+          ["main"] + [name for name, _ in config.basket],
+          self.groups[self.model.variance_group], config.ema_decay)
       # Data on the device; not part of the checkpoint.
       self._train_images = tf.Variable(train_images, trainable=False)
+      self._order = tf.Variable(tf.range(self._num_train), trainable=False)
       self._eval_images = [tf.Variable(np.asarray(s.images, np.float32),
                                        trainable=False)
                            for s in self.eval_sets]
@@ -470,7 +475,7 @@ class Trainer:
                           unconnected_gradients=tf.UnconnectedGradients.ZERO)
     return grads, estimate
 
-  def _train_batch(self, step, permutation, seed):
+  def _train_batch(self, step, seed):
     """This replica's share of the global batch of ``step``, binarized."""
     position = step % self._batches_per_epoch
     start = (tf.cast(position, tf.int32) * self.config.batch_size
@@ -478,16 +483,16 @@ class Trainer:
     # tf.gather, not tf.slice: XLA resolves a tf.slice offset as a
     # compile-time constant when it can (here from the step variable), which
     # means one compilation per call.
-    indices = tf.gather(permutation, start + tf.range(self._local_batch))
+    indices = tf.gather(self._order, start + tf.range(self._local_batch))
     x = tf.gather(self._train_images, indices)
     return self._binarize(x, seed) if self._dynamic else x
 
-  def _replica_gradients_impl(self, step, permutation):
+  def _replica_gradients_impl(self, step):
     """This replica's batch, gradients, tracked gradients and estimate."""
     replicas = self.strategy.num_replicas_in_sync
     seed = _fold(self._seeds[_TRAIN_STREAM], step, _replica_id())
     data_seed, model_seed = _core.split_seed(seed, 2)
-    x = self._train_batch(step, permutation, data_seed)
+    x = self._train_batch(step, data_seed)
     grads, estimate = self._gradients(x, model_seed)
     # Per-replica share of the global-batch mean; the optimizers sum over
     # replicas.
@@ -500,8 +505,8 @@ class Trainer:
       tracked[name] = [g / replicas for g in basket_grads[group]]
     return grads, tracked, estimate
 
-  def _replica_step(self, step, permutation):
-    grads, tracked, estimate = self._replica_gradients(step, permutation)
+  def _replica_step(self, step):
+    grads, tracked, estimate = self._replica_gradients(step)
     tracked = tf.distribute.get_replica_context().all_reduce(
         tf.distribute.ReduceOp.SUM, tracked)
     self.moments.update(tracked)
@@ -519,14 +524,15 @@ class Trainer:
   def _train_loop(self, num_steps):
     """Runs ``num_steps`` steps, all in one epoch; mean estimate.
 
-    The permutation is computed once per call, which is why calls never
-    cross an epoch boundary.
+    The epoch's image order is computed once per call (into a variable, so
+    that each device holds a copy), which is why calls never cross an epoch
+    boundary.
     """
-    permutation = self._permutation(self.step // self._batches_per_epoch)
+    self._order.assign(self._permutation(self.step // self._batches_per_epoch))
 
     def body(i, total):
       estimate = self.strategy.run(self._replica_step,
-                                   args=(self.step.read_value(), permutation))
+                                   args=(self.step.read_value(),))
       self.step.assign_add(1)
       return i + 1, total + self.strategy.reduce(
           tf.distribute.ReduceOp.MEAN, estimate, axis=None)
@@ -675,7 +681,8 @@ class Trainer:
     os.makedirs(cfg.logdir, exist_ok=True)
     step = self._restore()
     metrics_log = MetricsLog(cfg.logdir)
-    dropped = metrics_log.truncate(step)
+    # Rows after the checkpoint are recomputed; without a checkpoint, all.
+    dropped = metrics_log.truncate(step if step else -1)
     if step:
       logging.info("Resumed %s at step %d (dropped %d metrics rows written "
                    "after it).", self.manager.latest_checkpoint, step, dropped)

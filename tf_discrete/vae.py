@@ -378,52 +378,82 @@ class BernoulliVAE(tf.Module):
       cfg = dataclasses.replace(
           cfg, estimator=estimator or cfg.estimator,
           num_samples=cfg.num_samples if num_samples is None else num_samples)
-    num_layers = cfg.num_layers
+    separate = cfg.decoder_grad == SEPARATE_SAMPLE
+    forward_seed, *layer_seeds = _core.split_seed(
+        _core.resolve_seed(seed), cfg.num_layers + 1)
+    forward = self._forward_pass(cfg, x, forward_seed)
+    values = [self._layer_estimate(cfg, forward, l, layer_seeds[l])
+              for l in range(cfg.num_layers)]
+    if separate:
+      # The estimates carry only the encoder gradient.
+      surrogate = sum(forward.terms) + sum(values)
+    else:
+      surrogate = sum(values) / cfg.num_layers
+    return tf.reduce_mean(surrogate), tf.reduce_mean(values[0])
+
+  def _forward_pass(self, cfg, x, seed) -> "_ForwardPass":
+    """One sample of every layer from q: the upstream samples of every
+    layer's estimate, and the shared noise of ``shared_randomness``."""
+    uniforms = self._uniforms([x.shape[0], cfg.latent_dim], seed,
+                              cfg.num_layers)
+    samples, logits = self.sample_chain(0, x, uniforms)
+    inputs = [x] + samples[:-1]
+    terms = None
+    # The terms are needed as the constant upper part of the deeper layers'
+    # ELBOs, and for the separate-sample decoder gradient.
+    if cfg.num_layers > 1 or cfg.decoder_grad == SEPARATE_SAMPLE:
+      pathwise = is_multi_sample_bound(cfg.estimator)
+      terms = [self.layer_term(l, inputs[l], samples[l], logits[l], pathwise)
+               for l in range(cfg.num_layers)]
+    return _ForwardPass(inputs, samples, logits, uniforms, terms)
+
+  def _layer_estimate(self, cfg, forward, layer, seed) -> tf.Tensor:
+    """Layer ``layer``'s estimate of the objective, ``[B]``.
+
+    Its gradient w.r.t. the layer's logits is the estimator's; with
+    ``estimator_samples`` it is scaled by L, because the surrogate averages
+    the L estimates (each an unbiased ELBO estimate for the decoder).
+    """
     pathwise = is_multi_sample_bound(cfg.estimator)
     separate = cfg.decoder_grad == SEPARATE_SAMPLE
-    seed = _core.resolve_seed(seed)
-    forward_seed, *layer_seeds = _core.split_seed(seed, num_layers + 1)
-    # Forward pass: the upstream samples of every layer's estimate, and the
-    # shared noise of shared_randomness.
-    uniforms = self._uniforms([x.shape[0], cfg.latent_dim], forward_seed,
-                              num_layers)
-    samples, logits = self.sample_chain(0, x, uniforms)
-    needs_forward_terms = num_layers > 1 or separate
-    if needs_forward_terms:
-      belows = [x] + samples[:-1]
-      forward_terms = [self.layer_term(l, belows[l], samples[l], logits[l],
-                                       pathwise) for l in range(num_layers)]
-    # With estimator_samples the surrogate averages the L estimates (each an
-    # unbiased ELBO estimate for the decoder); scaling the logits' gradient
-    # by L keeps each layer's estimator gradient at full size.
-    logits_scale = 1 if separate else num_layers
-    values = []
-    for l in range(num_layers):
-      estimator_seed, resample_seed = _core.split_seed(layer_seeds[l], 2)
-      prefix = sum(forward_terms[:l]) if l else 0.0
-      below = x if l == 0 else samples[l - 1]
+    estimator_seed, resample_seed = _core.split_seed(seed, 2)
+    upper = sum(forward.terms[:layer]) if layer else 0.0
+    logits = forward.logits[layer]
 
-      def objective(branch, l=l, below=below, prefix=prefix,
-                    resample_seed=resample_seed):
-        if cfg.shared_randomness:
-          noise = uniforms[l + 1:]
-        else:
-          noise = self._uniforms(branch.shape, resample_seed,
-                                 num_layers - l - 1)
-        deeper, deeper_logits = self.sample_chain(l + 1, branch, noise)
-        f = prefix + self.elbo_terms(l, below, [branch] + deeper,
-                                     [logits[l]] + deeper_logits, pathwise)
-        # separate_sample: the estimate carries the estimator gradient only.
-        return tf.stop_gradient(f) if separate else f
+    def objective(branch):
+      """Full ELBO of each branch sample of this layer: ``[S, B]``."""
+      if cfg.shared_randomness:
+        noise = forward.uniforms[layer + 1:]
+      else:
+        noise = self._uniforms(branch.shape, resample_seed,
+                               cfg.num_layers - layer - 1)
+      deeper, deeper_logits = self.sample_chain(layer + 1, branch, noise)
+      f = upper + self.elbo_terms(layer, forward.inputs[layer],
+                                  [branch] + deeper, [logits] + deeper_logits,
+                                  pathwise)
+      return tf.stop_gradient(f) if separate else f
 
-      values.append(bernoulli.estimate(
-          objective, scale_gradient(logits[l], logits_scale), cfg.estimator,
-          num_samples=cfg.num_samples, seed=estimator_seed))
-    if separate:
-      surrogate = sum(forward_terms) + sum(values)
-    else:
-      surrogate = sum(values) / num_layers
-    return tf.reduce_mean(surrogate), tf.reduce_mean(values[0])
+    scale = 1 if separate else cfg.num_layers
+    return bernoulli.estimate(objective, scale_gradient(logits, scale),
+                              cfg.estimator, num_samples=cfg.num_samples,
+                              seed=estimator_seed)
+
+
+@dataclasses.dataclass(frozen=True)
+class _ForwardPass:
+  """A sample of every layer from q and what the layer estimates reuse.
+
+  Attributes:
+    inputs: the conditioning value of each layer: x, b_1, ..., b_{L-1}.
+    samples, logits: b_l and the logits of q(b_l | inputs[l]), ``[B, D]``.
+    uniforms: the noise that drew ``samples``.
+    terms: the layer terms t_l at this sample, or None when not needed.
+  """
+  inputs: List[tf.Tensor]
+  samples: List[tf.Tensor]
+  logits: List[tf.Tensor]
+  uniforms: List[tf.Tensor]
+  terms: Optional[List[tf.Tensor]]
 
 
 def gradient_basket(config: VAEConfig) -> Tuple[List[str], Dict[str, str]]:
