@@ -1,0 +1,283 @@
+r"""Trains a categorical VAE with a chosen gradient estimator.
+
+The categorical counterpart of ``experiments.binary_vae``: same data, same
+training loop (:class:`tf_discrete.training.Trainer`), same metrics,
+checkpoints, strategies and outputs, all assembled by
+``experiments.vae_common``; only the model
+(:mod:`tf_discrete.categorical_vae`) and the model flags differ. Paper
+protocol (dynamic MNIST, V=20 variables of C=10 categories):
+
+    python -m experiments.categorical_vae --dataset=dynamic_mnist \
+      --grad_type=disarm_sb --encoder_type=nonlinear --num_variables=20 \
+      --num_categories=10 --one_hot --demean_input --initialize_with_bias
+
+Flags follow the official coupled-estimators (DisARM categorical) launcher,
+whose README command runs with only the module name changed:
+
+    python -m experiments.categorical_vae --dataset=dynamic_mnist \
+      --encoder_type=nonlinear --num_steps=1000000 --demean_input \
+      --initialize_with_bias --grad_type=disarm --num_variables=32 \
+      --num_categories=16 --batch_size=200 --one_hot --stick_breaking \
+      --importance_weight --logits_order=ascending
+
+Outputs in --logdir: metrics.jsonl + TensorBoard events (every
+--eval_every steps: train ELBO, valid/test IWAE bounds, encoder gradient
+variance), checkpoints/ (a rerun with the same flags resumes), and at the
+end summary.json and curves.png. See the README section "Categorical VAE
+experiment".
+
+Flags that cannot apply to the chosen configuration are errors, reported
+before any data is loaded. The flags are defined when this module runs as
+the program, not on import, so it shares a process with
+``experiments.binary_vae``; programmatic runs pass a dict: ``run(values)``
+or ``build_trainer(values)`` with ``values = default_flag_values()``
+updated.
+"""
+
+import dataclasses
+from typing import Any, Dict, Mapping
+
+from absl import logging
+
+from experiments import vae_common
+from experiments.vae_common import Flag
+from tf_discrete import categorical
+from tf_discrete import categorical_vae
+from tf_discrete import training
+from tf_discrete.categorical import coupled
+
+# Spellings of the official launcher. Its `arsp`/`arsmp` are ARS/ARSM with
+# the symmetry mask; our ars_plus/arsm_plus also Rao-Blackwellize the
+# reference coordinate (same draws and cost).
+GRAD_TYPE_ALIASES = {
+    "reinforce_loo": "rloo",
+    "arsp": "ars_plus",
+    "arsmp": "arsm_plus",
+    "disarm": "disarm_sb",
+}
+# Estimators on the binary (stick-breaking or tree) representation; the
+# official launcher selects them with switches on --grad_type=disarm.
+COUPLED_ESTIMATORS = ("disarm_iw", "disarm_sb", "disarm_tree")
+# --estimate_grad_basket entry: every estimator that runs at the run's cost.
+SAME_COST = "same_cost"
+#: Every flag of the binary: the common ones (official categorical
+#: defaults: batch 200; the separate-sample decoder gradient, see the
+#: README), then the model's. Differences from the official launcher's
+#: defaults: dataset dynamic_mnist (the papers' set; official
+#: static_mnist), seed 0 (official 1).
+FLAG_SPECS: Dict[str, Flag] = {
+    **vae_common.common_flags(
+        batch_size=dict(default=200),
+        prior_lr=dict(
+            help=("SGD learning rate of the prior logits (trainable, "
+                  "initialized to 0 = uniform; 0 keeps the prior uniform)."),
+            options=dict(lower_bound=0.0)),
+        decoder_grad=dict(default=categorical_vae.SEPARATE_SAMPLE, help=(
+            "Decoder/prior gradient: pathwise gradient of the ELBO of one "
+            "separate sample (official protocol; the same for every "
+            "estimator, whatever its cost), or of the estimator's own "
+            "evaluations (no extra pass, but backprop through all of them: "
+            "46 for ARSM at C=10).")),
+        demean_input=dict(help=(
+            "Subtract the training mean at the encoder input; feed 2s-1 to "
+            "the decoder (s: the one-hot or index vector).")),
+        logdir=dict(help=(
+            "Output folder (default: /tmp/tf_discrete/categorical_vae/"
+            "<dataset>-<estimator>-<encoder_type>-<V>x<C>-seed<seed>). An "
+            "existing run there is resumed."))),
+    **vae_common.choice_flags(
+        estimators=categorical.available(), aliases=GRAD_TYPE_ALIASES,
+        grad_type="rloo",
+        grad_type_help=(
+            "Gradient estimator: a name of "
+            "tf_discrete.categorical.available(), or an official spelling: "
+            "reinforce_loo (rloo), arsp (ars_plus), arsmp (arsm_plus), "
+            "disarm (disarm_sb; disarm_iw with --importance_weight, "
+            "disarm_tree with --tree_structure)."),
+        encoder_type="nonlinear",
+        encoder_type_help=(
+            "nonlinear: 784-512-256-V*C with LeakyReLU(0.2), decoder "
+            "mirrored; linear: one dense layer each way.")),
+    "num_variables": Flag("integer", 20, "V, categorical latent variables.",
+                          dict(lower_bound=1)),
+    "num_categories": Flag("integer", 10, "C, categories per variable.",
+                           dict(lower_bound=2)),
+    "num_samples": Flag(
+        "integer", None,
+        "Objective evaluations per estimate for the estimators with a "
+        "choice: K samples for rloo/reinforce/ar, 2 x pairs for disarm_*. "
+        "Unset: the estimator's default (rloo: C; disarm_*: 2; reinforce/"
+        "ar: 1). An error for the fixed-cost ars, ars_plus (C) and arsm, "
+        "arsm_plus (C(C-1)/2+1).", dict(lower_bound=1)),
+    "logits_order": Flag(
+        "enum", None,
+        "disarm_sb / disarm_iw only: sort each variable's categories before "
+        "stick breaking (abs: ascending |logit|). Unset: disarm_sb none, "
+        "disarm_iw ascending (the order that keeps it unbiased).",
+        dict(enum_values=list(coupled.LOGITS_ORDERS))),
+    "one_hot": Flag(
+        "bool", False,
+        "Decoder input: the one-hot samples (V*C inputs). Off: the category "
+        "indices 0..C-1 as V real inputs (the official default)."),
+    "stick_breaking": Flag(
+        "bool", False,
+        "Official spelling, accepted with the coupled estimators (disarm, "
+        "disarm_sb, disarm_iw, disarm_tree), which always use their binary "
+        "representation; an error with any other --grad_type."),
+    "tree_structure": Flag(
+        "bool", False,
+        "Official spelling: with --grad_type=disarm, selects disarm_tree."),
+    "importance_weight": Flag(
+        "bool", False,
+        "Official spelling: with --grad_type=disarm, selects disarm_iw."),
+    "estimate_grad_basket": Flag(
+        "list", [],
+        "Other estimators whose encoder gradient variance is tracked on the "
+        "training batches (computed, not applied), as name or name:K (K "
+        "objective evaluations). A bare name runs at the run's own "
+        "evaluation count, or at its fixed cost. 'same_cost': every "
+        "estimator that can run at exactly the run's cost."),
+}
+FLAG_NAMES = tuple(FLAG_SPECS)
+
+
+def default_flag_values() -> Dict[str, Any]:
+  """The binary's flags at their defaults (for programmatic runs)."""
+  return vae_common.default_flag_values(FLAG_SPECS)
+
+
+def estimator_name(values: Mapping[str, Any]) -> str:
+  """The library estimator named by --grad_type and the official switches."""
+  grad_type = values["grad_type"]
+  tree, weighted = values["tree_structure"], values["importance_weight"]
+  if tree or weighted:
+    given = " and ".join(
+        f"--{k}" for k in ("tree_structure", "importance_weight")
+        if values[k])
+    if grad_type != "disarm":
+      raise ValueError(
+          f"{given} select a variant of the official --grad_type=disarm; "
+          f"with --grad_type={grad_type} use --grad_type=disarm_tree or "
+          f"--grad_type=disarm_iw directly.")
+    if tree and weighted:
+      raise ValueError("--tree_structure and --importance_weight exclude "
+                       "each other (disarm_tree or disarm_iw).")
+    return "disarm_tree" if tree else "disarm_iw"
+  name = GRAD_TYPE_ALIASES.get(grad_type, grad_type)
+  if values["stick_breaking"] and name not in COUPLED_ESTIMATORS:
+    raise ValueError(
+        f"--stick_breaking applies to the coupled estimators (disarm, "
+        f"{', '.join(COUPLED_ESTIMATORS)}), not to --grad_type={grad_type}; "
+        f"a stick-breaking score function for '{name}' is not implemented.")
+  return name
+
+
+def model_config(values: Mapping[str, Any]
+                 ) -> categorical_vae.CategoricalVAEConfig:
+  """The model configuration; raises ValueError for inapplicable flags."""
+  name = estimator_name(values)
+  if (values["num_samples"] is not None
+      and name in categorical_vae.FIXED_COST_ESTIMATORS):
+    cost = categorical.get(name).evaluations(
+        None, [values["num_variables"], values["num_categories"]])
+    raise ValueError(
+        f"--num_samples does not apply to --grad_type={values['grad_type']} "
+        f"('{name}'): its cost is fixed at {cost} objective evaluations for "
+        f"C={values['num_categories']}.")
+  if (values["logits_order"] is not None
+      and name not in categorical_vae.LOGITS_ORDER_ESTIMATORS):
+    raise ValueError(
+        f"--logits_order applies to disarm_sb and disarm_iw only (official: "
+        f"disarm with --stick_breaking / --importance_weight), not to "
+        f"'{name}'.")
+  return categorical_vae.CategoricalVAEConfig(
+      estimator=name,
+      num_samples=values["num_samples"],
+      logits_order=values["logits_order"],
+      num_variables=values["num_variables"],
+      num_categories=values["num_categories"],
+      one_hot=values["one_hot"],
+      **vae_common.model_options(values))
+
+
+def basket(values: Mapping[str, Any], config=None):
+  """``(name, num_samples)`` pairs of --estimate_grad_basket; excluded."""
+  config = config or model_config(values)
+  entries = list(values["estimate_grad_basket"] or [])
+  if not entries:
+    return (), {}
+  if SAME_COST in entries:
+    if len(entries) > 1:
+      raise ValueError(f"--estimate_grad_basket={SAME_COST} stands alone, "
+                       f"got {entries}.")
+    pairs, excluded = categorical_vae.gradient_basket(config)
+    if not pairs:
+      raise ValueError(
+          f"--estimate_grad_basket={SAME_COST}: no other estimator runs at "
+          f"exactly {config.evaluations} objective evaluations ({excluded}).")
+    return tuple(pairs), excluded
+  names = []
+  for entry in entries:
+    name, sep, count = entry.partition(":")
+    names.append(GRAD_TYPE_ALIASES.get(name, name) + sep + count)
+  pairs, excluded = categorical_vae.gradient_basket(config, names)
+  return tuple(pairs), excluded
+
+
+def check_flags(values: Mapping[str, Any]
+                ) -> categorical_vae.CategoricalVAEConfig:
+  """Validates the flags together; returns the model configuration.
+
+  Raises:
+    ValueError: a flag that cannot apply to the configuration.
+  """
+  config = model_config(values)
+  vae_common.check_common_flags(values)
+  basket(values, config)
+  return config
+
+
+def default_logdir(values: Mapping[str, Any]) -> str:
+  return vae_common.default_logdir(
+      "categorical_vae", values, estimator_name(values),
+      f"{values['num_variables']}x{values['num_categories']}")
+
+
+def build_trainer(values: Mapping[str, Any],
+                  splits=None) -> training.Trainer:
+  """The Trainer that :func:`run` starts; flag errors before any loading.
+
+  Same contract as ``experiments.binary_vae.build_trainer``: ``values`` are
+  every flag of this binary (:func:`default_flag_values` updated),
+  ``splits`` optional data (any number of pixels).
+  """
+  config = check_flags(values)
+  if config.estimator == "disarm_iw" and config.logits_order not in (
+      None, "ascending"):
+    logging.warning(
+        "disarm_iw with --logits_order=%s: its coupling misses some pairs of "
+        "categories under this order, so the estimator is biased (accepted "
+        "for comparison; 'ascending' keeps it unbiased).", config.logits_order)
+  pairs, excluded = basket(values, config)
+  for name, reason in excluded.items():
+    logging.info("Gradient basket: %s excluded: %s", name, reason)
+  logging.info("Model: %s (%d objective evaluations per estimate)", config,
+               config.evaluations)
+  return vae_common.make_trainer(
+      values, splits,
+      lambda splits: categorical_vae.CategoricalVAE(
+          dataclasses.replace(config, data_dim=vae_common.data_dim(splits)),
+          splits.train_mean, seed=values["seed"]),
+      logdir=default_logdir(values), basket=pairs,
+      run_config={"estimator": config.estimator,
+                  "evaluations": config.evaluations,
+                  "basket": [list(p) for p in pairs]})
+
+
+def run(values: Mapping[str, Any], splits=None) -> Dict[str, Any]:
+  """Trains (``build_trainer(values, splits).run()``); returns the summary."""
+  return build_trainer(values, splits).run()
+
+
+if __name__ == "__main__":
+  vae_common.run_program(FLAG_SPECS, check_flags, run)
