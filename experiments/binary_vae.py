@@ -34,7 +34,8 @@ from tf_discrete import vae
 
 # Spellings of the official launcher.
 GRAD_TYPE_ALIASES = {"reinforce_loo": "rloo", "local-disarm": "local_disarm"}
-# Shared with experiments.categorical_vae (names kept for callers).
+# Defined in experiments.vae_common (shared with the categorical binary);
+# re-exported for existing callers.
 SYNTHETIC = vae_common.SYNTHETIC
 RESUMABLE = vae_common.RESUMABLE
 synthetic_splits = vae_common.synthetic_splits
