@@ -285,3 +285,43 @@ trainer.run()
   compiled = [name for name in os.listdir(dump)
               if "train_loop" in name and name.endswith("before_optimizations.txt")]
   assert len(compiled) == 1, compiled
+
+
+@pytest.mark.parametrize("make_optimizer", [
+    lambda: keras.optimizers.Adam(1e-2),
+    lambda: keras.optimizers.SGD(1e-1),
+    lambda: keras.optimizers.Adam(1e-2, clipnorm=0.1),
+    lambda: keras.optimizers.AdamW(1e-2, weight_decay=0.1),
+])
+def test_apply_gradients_equals_keras_apply(make_optimizer):
+  rng = np.random.RandomState(0)
+  init = [rng.randn(4, 3).astype(np.float32), rng.randn(3).astype(np.float32)]
+  grads = [[tf.constant(rng.randn(*v.shape).astype(np.float32))
+            for v in init] for _ in range(3)]
+  results = []
+  for apply in (training.apply_gradients,
+                lambda opt, g, v: opt.apply(g, v)):
+    variables = [tf.Variable(v) for v in init]
+    optimizer = make_optimizer()
+    optimizer.build(variables)
+    step = tf.function(lambda g, opt=optimizer, vs=variables, ap=apply:
+                       ap(opt, g, vs), jit_compile=True)
+    for g in grads:
+      step(g)
+    results.append(([v.numpy() for v in variables],
+                    int(optimizer.iterations.numpy())))
+  (fast, fast_steps), (reference, reference_steps) = results
+  assert fast_steps == reference_steps == 3
+  for a, b in zip(fast, reference):
+    np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
+def test_apply_gradients_uses_keras_apply_when_features_are_on():
+  plain = keras.optimizers.Adam(1e-3)
+  assert training._has_plain_update(plain)
+  for optimizer in (keras.optimizers.Adam(1e-3, clipnorm=1.0),
+                    keras.optimizers.Adam(1e-3, global_clipnorm=1.0),
+                    keras.optimizers.AdamW(1e-3, weight_decay=0.1),
+                    keras.optimizers.Adam(1e-3, use_ema=True),
+                    keras.optimizers.Adam(1e-3, gradient_accumulation_steps=2)):
+    assert not training._has_plain_update(optimizer), optimizer.get_config()

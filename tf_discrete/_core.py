@@ -23,6 +23,7 @@ import dataclasses
 import operator
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
+import numpy as np
 import tensorflow as tf
 
 Objective = Callable[[tf.Tensor], tf.Tensor]
@@ -129,10 +130,29 @@ def uniform(shape, seed: tf.Tensor, dtype: tf.DType) -> tf.Tensor:
   "same seed, same samples" holds everywhere only if we convert them
   ourselves. float64 gets 32 random bits, other dtypes 24 (float32's
   mantissa).
+
+  The bits are drawn as uint64 and split into two uint32 words: XLA's CPU
+  Philox costs about the same per generated word whatever its width, so
+  this halves the time of the noise (the dominant cost of binarizing a
+  batch of images inside a compiled training step).
   """
-  bits = tf.random.stateless_uniform(
-      shape, seed=seed, minval=None, maxval=None, dtype=tf.uint32,
-      alg=tf.random.Algorithm.PHILOX)
+  static_shape = tf.get_static_value(tf.convert_to_tensor(shape, tf.int32))
+  if static_shape is not None:  # Keeps static shapes static in graphs.
+    shape = [int(d) for d in static_shape]
+    size = int(np.prod(shape))
+  else:
+    shape = tf.convert_to_tensor(shape, tf.int32)
+    size = tf.reduce_prod(shape)
+  words = tf.random.stateless_uniform(
+      [(size + 1) // 2], seed=seed, minval=None, maxval=None,
+      dtype=tf.uint64, alg=tf.random.Algorithm.PHILOX)
+  # Low word first (what a little-endian bitcast gives); shifts instead of
+  # tf.bitcast, which XLA's CPU backend turns into a slow copy.
+  low = tf.cast(words, tf.uint32)  # Keeps the low 32 bits.
+  high = tf.cast(tf.bitwise.right_shift(words, tf.constant(32, tf.uint64)),
+                 tf.uint32)
+  bits = tf.reshape(tf.stack([low, high], -1), [-1])[:size]
+  bits = tf.reshape(bits, shape)
   if dtype == tf.float64:
     return tf.cast(bits, tf.float64) * 2.0**-32
   mantissa = tf.bitwise.right_shift(bits, tf.constant(8, tf.uint32))
@@ -142,6 +162,37 @@ def uniform(shape, seed: tf.Tensor, dtype: tf.DType) -> tf.Tensor:
 # --------------------------------------------------------------------------
 # Baselines and bounds.
 # --------------------------------------------------------------------------
+
+
+def softplus(x: tf.Tensor) -> tf.Tensor:
+  r""":math:`\log(1 + e^x)`, stable for any x, without ``log1p``.
+
+  :math:`\max(x, 0) + \log(1 + e)` with :math:`e = e^{-|x|} \in (0, 1]`;
+  for :math:`e < 2^{-10}` the logarithm is replaced by
+  :math:`e - e^2/2` (error below :math:`e^3/3 < 3 \cdot 10^{-10}`), where
+  ``log(1 + e)`` would lose the low bits of e. Elsewhere its absolute error
+  is float32 rounding (about 6e-8), as for ``tf.math.softplus``.
+
+  Why: XLA's CPU ``log1p`` costs about as much as the rest of a Bernoulli
+  log-likelihood over 784 pixels; this form halves the time of the
+  100-sample evaluation's likelihood terms and of every training step's.
+  The gradient is :math:`\sigma(x)`, set explicitly (autodiff of the
+  kinks of ``max`` and ``abs`` would give 0 or 1 at x = 0, not 1/2).
+  """
+  x = tf.convert_to_tensor(x)
+
+  @tf.custom_gradient
+  def forward(x):
+    small = tf.exp(-tf.abs(x))
+    log1p_small = tf.where(small < 2.0**-10, small * (1.0 - 0.5 * small),
+                           tf.math.log(1.0 + small))
+
+    def grad(upstream):
+      return upstream * tf.sigmoid(x)
+
+    return tf.maximum(x, 0.0) + log1p_small, grad
+
+  return forward(x)
 
 
 def leave_one_out_mean(values: tf.Tensor, axis: int = 0) -> tf.Tensor:

@@ -43,7 +43,7 @@ def _log_prob(samples, logits):
   the dtype's range.
   """
   signs = 2.0 * tf.cast(samples, logits.dtype) - 1.0
-  return -tf.reduce_sum(tf.math.softplus(-signs * logits), axis=-1)
+  return -tf.reduce_sum(_core.softplus(-signs * logits), axis=-1)
 
 
 def _enumerate_states(event_shape):

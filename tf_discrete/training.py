@@ -207,6 +207,45 @@ def _per_replica_jit(fn):
   return call
 
 
+def _has_plain_update(optimizer) -> bool:
+  """Whether ``optimizer.apply`` would only run ``update_step`` per variable.
+
+  True for a Keras optimizer with none of the features its ``apply`` wraps
+  around the update: gradient clipping, weight decay, EMA of the weights,
+  gradient accumulation, loss scaling, and no cross-replica strategy.
+  """
+  features = ("clipnorm", "clipvalue", "global_clipnorm", "weight_decay",
+              "gradient_accumulation_steps", "loss_scale_factor")
+  return (hasattr(optimizer, "update_step")
+          and not any(getattr(optimizer, f, None) for f in features)
+          and not getattr(optimizer, "use_ema", False)
+          and not tf.distribute.has_strategy())
+
+
+def apply_gradients(optimizer, grads: Sequence[tf.Tensor],
+                    variables: Sequence[tf.Variable]):
+  """``optimizer.apply(grads, variables)``, without its bookkeeping if idle.
+
+  Keras's ``apply`` filters empty gradients, checks variables, unscales for
+  loss scaling, applies clipping/weight decay/EMA and routes each variable's
+  update through the distribution strategy's merge call. Compiled with XLA
+  on CPU this wrapping costs about as much as Adam's arithmetic itself
+  (≈0.2 ms per step for the 314k weights of the linear VAE, measured by
+  ``experiments.benchmark``). When none of it applies
+  (:func:`_has_plain_update`) the same update is ``update_step`` per
+  variable plus the iteration count, which is what this runs; otherwise it
+  calls ``apply``.
+  """
+  if not _has_plain_update(optimizer) or any(
+      getattr(v, "constraint", None) is not None for v in variables):
+    optimizer.apply(grads, variables)
+    return
+  learning_rate = optimizer.learning_rate
+  for grad, variable in zip(grads, variables):
+    optimizer.update_step(grad, variable, learning_rate)
+  optimizer.iterations.assign_add(1)
+
+
 class GradientMoments(tf.Module):
   """In-graph EMAs of g and g^2 for named gradient lists (same shapes).
 
@@ -511,7 +550,7 @@ class Trainer:
         tf.distribute.ReduceOp.SUM, tracked)
     self.moments.update(tracked)
     for name, optimizer in self.optimizers.items():
-      optimizer.apply(grads[name], self.groups[name])
+      apply_gradients(optimizer, grads[name], self.groups[name])
     return estimate
 
   def _permutation(self, epoch):

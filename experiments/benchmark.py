@@ -1,0 +1,362 @@
+r"""Times the training step of the VAE binaries, estimator by estimator.
+
+    python -m experiments.benchmark                      # every case
+    python -m experiments.benchmark --family=bernoulli --estimators=disarm,rloo \
+        --encoder_types=nonlinear --num_layers=1 --json=/tmp/bench.json
+
+For each case (estimator x encoder type x stochastic layers; categorical
+cases at V x C = 20 x 10, batch 200) it builds the trainer with the
+binary's own ``build_trainer`` (``experiments.binary_vae`` /
+``experiments.categorical_vae``: the code path of a real run, not a copy),
+warms the compiled multi-step training loop up, and times calls of
+``--steps`` steps (best of ``--repeats``). Next to it, in the same process,
+it times the **bare pass**: an XLA-compiled forward+backward pass of the
+same networks at the same batch, the encoder once and the decoder on two
+samples, with no estimator, optimizer, data pipeline or bookkeeping. The
+ratio ``step / bare`` is the estimator's overhead over the floor of a
+two-evaluation step; ratios are what to compare across machines and runs
+(both numbers come from the same process, minutes apart).
+
+Each case runs in its own subprocess (``--isolate``, the default) so that
+the peak memory column is that case's alone: the peak resident set size of
+the process on CPU, the peak device memory on a GPU. ``--eval`` (default)
+also times one full evaluation per model (the 1-sample train ELBO over the
+training set and the ``num_eval_samples``-sample bounds over validation and
+test), after a warm-up evaluation that compiles it.
+
+Numbers are wall-clock and depend on what else the machine runs; the table
+header names the machine.
+"""
+
+import dataclasses
+import fnmatch
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+from absl import app
+from absl import flags
+from absl import logging
+import tensorflow as tf
+
+from experiments import binary_vae
+from experiments import categorical_vae
+from tf_discrete import _core
+from tf_discrete import bernoulli
+from tf_discrete import categorical
+from tf_discrete import vae
+
+FAMILIES = ("bernoulli", "categorical")
+
+flags.DEFINE_list("families", list(FAMILIES), "Families to time.")
+flags.DEFINE_list("estimators", ["*"],
+                  "Estimator names or glob patterns (both families).")
+flags.DEFINE_list("encoder_types", list(vae.ENCODER_TYPES),
+                  "Encoder/decoder types.")
+flags.DEFINE_list("num_layers", ["1", "4"],
+                  "Stochastic layers of the Bernoulli VAE.")
+flags.DEFINE_list("decoder_grads", [vae.ESTIMATOR_SAMPLES],
+                  "Decoder-gradient protocols of the Bernoulli VAE to time "
+                  f"({', '.join(vae.DECODER_GRADS)}).")
+flags.DEFINE_enum("dataset", "dynamic_mnist",
+                  ["dynamic_mnist", "fashion_mnist", "omniglot", "synthetic"],
+                  "Data of the timed runs (synthetic needs no files).")
+flags.DEFINE_string("manual_dir", None, "Raw data folder (default: "
+                    "TF_DISCRETE_MANUAL_DIR).")
+flags.DEFINE_integer("steps", 200, "Training steps per timed call (ARSM-"
+                     "type categorical cases use a tenth).", lower_bound=1)
+flags.DEFINE_integer("repeats", 5, "Timed calls per case; the best counts.",
+                     lower_bound=1)
+flags.DEFINE_bool("eval", True, "Also time one full evaluation per model.")
+flags.DEFINE_bool("isolate", True, "One subprocess per case (per-case peak "
+                  "memory).")
+flags.DEFINE_string("json", None, "Also write the rows to this JSON file.")
+flags.DEFINE_string("worker", None, "Internal: time one case given as JSON.")
+
+FLAGS = flags.FLAGS
+
+#: Per family: the binary, the estimator registry, the batch of the
+#: protocol, and fixed flags of the timed runs.
+_BINARIES = {
+    "bernoulli": (binary_vae, bernoulli, 50,
+                  dict(demean_input=True, initialize_with_bias=True)),
+    "categorical": (categorical_vae, categorical, 200,
+                    dict(demean_input=True, initialize_with_bias=True,
+                         one_hot=True, num_variables=20, num_categories=10)),
+}
+#: Estimators whose step costs tens of objective evaluations.
+_EXPENSIVE = ("ars", "ars_plus", "arsm", "arsm_plus")
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+  """One timed configuration."""
+  family: str
+  estimator: str
+  encoder_type: str
+  num_layers: int = 1
+  decoder_grad: Optional[str] = None
+
+  @property
+  def label(self) -> str:
+    layers = f" L{self.num_layers}" if self.family == "bernoulli" else ""
+    grad = (f" ({self.decoder_grad})"
+            if self.decoder_grad == vae.SEPARATE_SAMPLE else "")
+    return f"{self.family} {self.estimator} {self.encoder_type}{layers}{grad}"
+
+  def flag_values(self, dataset: str, manual_dir: Optional[str],
+                  logdir: str) -> Dict[str, Any]:
+    binary, _, batch_size, fixed = _BINARIES[self.family]
+    values = binary.default_flag_values()
+    values.update(fixed, dataset=dataset, manual_dir=manual_dir,
+                  grad_type=self.estimator, encoder_type=self.encoder_type,
+                  batch_size=batch_size, logdir=logdir)
+    if self.family == "bernoulli":
+      values["num_layers"] = self.num_layers
+    if self.decoder_grad is not None:
+      values["decoder_grad"] = self.decoder_grad
+    return values
+
+
+def cases(families: Sequence[str], patterns: Sequence[str],
+          encoder_types: Sequence[str], num_layers: Sequence[int],
+          decoder_grads: Sequence[str]) -> List[Case]:
+  """Every valid combination; combinations the binary rejects are skipped."""
+  found = []
+  for family in families:
+    binary, registry, _, _ = _BINARIES[family]
+    names = [n for n in registry.available()
+             if any(fnmatch.fnmatch(n, p) for p in patterns)]
+    layer_options = num_layers if family == "bernoulli" else [1]
+    grad_options = decoder_grads if family == "bernoulli" else [None]
+    for name in names:
+      for encoder_type in encoder_types:
+        for layers in layer_options:
+          for grad in grad_options:
+            case = Case(family, name, encoder_type, layers, grad)
+            try:
+              binary.check_flags(case.flag_values("synthetic", None, "/tmp"))
+            except ValueError:
+              continue  # E.g. VIMCO with 4 layers: not a valid run.
+            found.append(case)
+  return found
+
+
+# ---------------------------------------------------------------------------
+# The bare pass.
+# ---------------------------------------------------------------------------
+
+
+def _bernoulli_bare_elbo(model, x, seed):
+  shape = [2, x.shape[0], model.config.latent_dim]
+  uniforms = [_core.uniform(shape, s, tf.float32)
+              for s in _core.split_seed(seed, model.config.num_layers)]
+  samples, logits = model.sample_chain(0, x, uniforms)
+  return model.elbo_terms(0, x, samples, logits, pathwise_log_q=True)
+
+
+def _categorical_bare_elbo(model, x, seed):
+  logits = model.encoder_logits(x)
+  samples = categorical.sample(logits, seed, num_samples=2)
+  return model.elbo(x, samples, logits)
+
+
+_BARE_ELBO = {"bernoulli": _bernoulli_bare_elbo,
+              "categorical": _categorical_bare_elbo}
+
+
+def bare_loop(family: str, model, x: tf.Tensor) -> Callable[[tf.Tensor], Any]:
+  """``n -> gradients``: n bare forward+backward passes in one XLA call.
+
+  The pass: the ELBO of two samples from q (encoder once per image, decoder
+  on both samples) and its gradient w.r.t. every trainable variable (the
+  pathwise gradient, including that of -log q). The gradients are summed
+  over the steps so that none of the work is dead code.
+  """
+  variables = model.trainable_variables
+  elbo = _BARE_ELBO[family]
+
+  @tf.function(jit_compile=True)
+  def loop(num_steps):
+    def body(i, sums):
+      with tf.GradientTape() as tape:
+        loss = -tf.reduce_mean(elbo(model, x, tf.stack([i, 0])))
+      grads = tape.gradient(loss, variables)
+      return i + 1, [s + g for s, g in zip(sums, grads)]
+    return tf.while_loop(
+        lambda i, _: i < num_steps, body,
+        (tf.constant(0), [tf.zeros_like(v) for v in variables]))[1]
+
+  return loop
+
+
+# ---------------------------------------------------------------------------
+# Timing.
+# ---------------------------------------------------------------------------
+
+
+def best_seconds(fn: Callable[[], Any], repeats: int) -> float:
+  """Least wall time of ``repeats`` calls of ``fn`` (after one warm-up)."""
+  fn()
+  best = float("inf")
+  for _ in range(repeats):
+    start = time.perf_counter()
+    fn()
+    best = min(best, time.perf_counter() - start)
+  return best
+
+
+def _peak_memory_mb() -> Optional[float]:
+  gpus = tf.config.list_logical_devices("GPU")
+  if gpus:
+    return tf.config.experimental.get_memory_info(gpus[0].name)["peak"] / 2**20
+  # ru_maxrss is in KiB on Linux.
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def evaluations_per_step(case: Case, trainer) -> int:
+  """Objective evaluations of one training step (all layers' estimates,
+  plus the separate sample's pass when the decoder gradient needs one)."""
+  config = trainer.model.config
+  count = config.evaluations * getattr(config, "num_layers", 1)
+  return count + int(config.decoder_grad == vae.SEPARATE_SAMPLE)
+
+
+def measure(case: Case, dataset: str, manual_dir: Optional[str],
+            steps: int, repeats: int, time_eval: bool) -> Dict[str, Any]:
+  """Times ``case`` in this process; one row of the table."""
+  binary = _BINARIES[case.family][0]
+  if case.estimator in _EXPENSIVE:
+    steps = max(1, steps // 10)
+  with tempfile.TemporaryDirectory() as logdir:
+    values = case.flag_values(dataset, manual_dir, logdir)
+    trainer = binary.build_trainer(values)
+    num_steps = tf.constant(steps, tf.int64)
+    start = time.perf_counter()
+    trainer._train_fn(num_steps).numpy()  # pylint: disable=protected-access
+    compile_sec = time.perf_counter() - start
+    step_sec = best_seconds(
+        lambda: trainer._train_fn(num_steps).numpy(),  # pylint: disable=protected-access
+        repeats) / steps
+    x = trainer._train_batch(  # pylint: disable=protected-access
+        tf.constant(0, tf.int64), tf.constant([0, 1]))
+    bare = bare_loop(case.family, trainer.model, x)
+    bare_steps = tf.constant(steps)
+    bare_sec = best_seconds(
+        lambda: [g.numpy() for g in bare(bare_steps)], repeats) / steps
+    row = dict(
+        case=case.label, family=case.family, estimator=case.estimator,
+        encoder_type=case.encoder_type, num_layers=case.num_layers,
+        decoder_grad=trainer.model.config.decoder_grad,
+        batch_size=values["batch_size"],
+        evaluations=evaluations_per_step(case, trainer),
+        ms_per_step=1e3 * step_sec, steps_per_sec=1 / step_sec,
+        bare_ms=1e3 * bare_sec, ratio_to_bare=step_sec / bare_sec,
+        compile_sec=compile_sec, timed_steps=steps)
+    if time_eval:
+      trainer.evaluate(0)  # Compiles.
+      start = time.perf_counter()
+      trainer.evaluate(0)
+      row["eval_sec"] = time.perf_counter() - start
+    row["peak_memory_mb"] = _peak_memory_mb()
+  return row
+
+
+def machine() -> str:
+  """CPU model and count, accelerator, TensorFlow version."""
+  cpu = platform.processor() or platform.machine()
+  try:
+    with open("/proc/cpuinfo") as f:
+      names = [l.split(":", 1)[1].strip() for l in f
+               if l.startswith("model name")]
+    cpu = names[0] if names else cpu
+  except OSError:
+    pass
+  gpus = [d.name for d in tf.config.list_physical_devices("GPU")]
+  accel = f", GPU: {', '.join(gpus)}" if gpus else ", no GPU"
+  return (f"{cpu}, {os.cpu_count()} cores{accel}, TensorFlow "
+          f"{tf.__version__}")
+
+
+def format_table(rows: Sequence[Dict[str, Any]]) -> str:
+  """Markdown table of the rows."""
+  head = ("| case | evals/step | ms/step | steps/s | bare ms | step/bare "
+          "| eval s | peak MB |")
+  lines = [head, "|" + "---|" * 8]
+  for r in rows:
+    if "error" in r:
+      lines.append(f"| {r['case']} | failed: {r['error']} |||||||")
+      continue
+    eval_sec = f"{r['eval_sec']:.1f}" if r.get("eval_sec") else ""
+    memory = (f"{r['peak_memory_mb']:.0f}" if r.get("peak_memory_mb")
+              else "")
+    lines.append(
+        f"| {r['case']} | {r['evaluations']} | {r['ms_per_step']:.2f} | "
+        f"{r['steps_per_sec']:.0f} | {r['bare_ms']:.2f} | "
+        f"{r['ratio_to_bare']:.2f} | {eval_sec} | {memory} |")
+  return "\n".join(lines)
+
+
+def _run_isolated(case: Case, args: Dict[str, Any]) -> Dict[str, Any]:
+  spec = json.dumps({"case": dataclasses.asdict(case), **args})
+  proc = subprocess.run(
+      [sys.executable, "-m", "experiments.benchmark", f"--worker={spec}"],
+      capture_output=True, text=True, check=False)
+  for line in reversed(proc.stdout.splitlines()):
+    if line.startswith("{"):
+      return json.loads(line)
+  tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+  return {"case": case.label, "error": tail[:200]}
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  if FLAGS.worker:
+    spec = json.loads(FLAGS.worker)
+    case = Case(**spec.pop("case"))
+    print(json.dumps(measure(case, **spec)))
+    return
+  unknown = set(FLAGS.families) - set(FAMILIES)
+  if unknown:
+    raise app.UsageError(f"--families must be among {FAMILIES}, got "
+                         f"{sorted(unknown)}.")
+  selected = cases(FLAGS.families, FLAGS.estimators, FLAGS.encoder_types,
+                   [int(n) for n in FLAGS.num_layers], FLAGS.decoder_grads)
+  if not selected:
+    raise app.UsageError("No case matches the flags.")
+  timed_eval = set()
+  rows = []
+  print(f"Machine: {machine()}; {len(selected)} cases.", flush=True)
+  for case in selected:
+    model_key = (case.family, case.encoder_type, case.num_layers)
+    args = dict(dataset=FLAGS.dataset, manual_dir=FLAGS.manual_dir,
+                steps=FLAGS.steps, repeats=FLAGS.repeats,
+                time_eval=FLAGS.eval and model_key not in timed_eval)
+    timed_eval.add(model_key)
+    if FLAGS.isolate:
+      row = _run_isolated(case, args)
+    else:
+      row = measure(case, **args)
+    rows.append(row)
+    if "error" in row:
+      logging.error("%s failed: %s", case.label, row["error"])
+    else:
+      print(f"{case.label}: {row['ms_per_step']:.2f} ms/step "
+            f"(bare {row['bare_ms']:.2f} ms, x{row['ratio_to_bare']:.2f})",
+            flush=True)
+  print(f"\nMachine: {machine()}\n")
+  print(format_table(rows))
+  if FLAGS.json:
+    with open(FLAGS.json, "w") as f:
+      json.dump({"machine": machine(), "rows": rows}, f, indent=1)
+
+
+if __name__ == "__main__":
+  app.run(main)
