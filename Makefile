@@ -2,12 +2,12 @@
 PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
-# Offline raw data beside the checkout, when present (see docs/data.md).
+# Offline raw data beside the checkout, when present (README, "Data").
 SHARED_DATA := $(abspath ../shared/data)
 export TF_DISCRETE_MANUAL_DIR ?= $(if $(wildcard $(SHARED_DATA)),$(SHARED_DATA),)
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: venv demo layers-demo test test-all clean
+.PHONY: venv demo layers-demo benchmark study report test test-all clean
 
 $(BIN)/.installed: setup.py
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found; set PYTHON=..."; exit 1; }
@@ -31,6 +31,19 @@ demo: venv
 # A one-minute VAE built from the Keras layers, trained with model.fit.
 layers-demo: venv
 	$(BIN)/python -m experiments.demo
+
+# The README's speed table: every estimator's training step vs the bare
+# forward+backward pass, one subprocess per case (about 20 minutes here).
+benchmark: venv
+	$(BIN)/python -m experiments.benchmark --json=runs/benchmark.json
+
+# The study behind docs/results.md (hours; resumable: rerun to go on), and
+# the report alone from whatever runs exist.
+study: venv
+	$(BIN)/python -m experiments.reproduce
+
+report: venv
+	$(BIN)/python -m experiments.reproduce --report_only
 
 # The default test suite (long studies are marked `slow` and run with test-all).
 test: venv

@@ -222,15 +222,9 @@ class CategoricalVAE(tf.Module):
                name=None):
     super().__init__(name=name)
     self.config = config
-    train_mean = np.asarray(train_mean, np.float32)
-    if train_mean.shape != (config.data_dim,):
-      raise ValueError(f"`train_mean` must have shape [{config.data_dim}], "
-                       f"got {train_mean.shape}.")
+    train_mean, output_bias = vae.data_statistics(
+        train_mean, config.data_dim, config.initialize_with_bias)
     rng = np.random.RandomState(seed)
-    output_bias = None
-    if config.initialize_with_bias:
-      mean = np.clip(train_mean, vae.BIAS_INIT_CLIP, 1 - vae.BIAS_INIT_CLIP)
-      output_bias = np.log(mean) - np.log1p(-mean)
     v, c = config.event_shape
     self.encoder = vae.MLP(
         vae.network_sizes(config.encoder_type, config.data_dim, v * c,

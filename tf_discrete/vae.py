@@ -135,6 +135,24 @@ class MLP(tf.Module):
     return tf.reshape(h, leading + [self.sizes[-1]])
 
 
+def data_statistics(train_mean, data_dim: int, initialize_with_bias: bool
+                    ) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+  """The checked training mean, and the decoder output bias it implies.
+
+  Returns ``(train_mean, output_bias)``: float32 ``[data_dim]``, and
+  ``logit(clip(train_mean, BIAS_INIT_CLIP, 1 - BIAS_INIT_CLIP))`` with
+  ``initialize_with_bias`` (None without).
+  """
+  train_mean = np.asarray(train_mean, np.float32)
+  if train_mean.shape != (data_dim,):
+    raise ValueError(f"`train_mean` must have shape [{data_dim}], got "
+                     f"{train_mean.shape}.")
+  if not initialize_with_bias:
+    return train_mean, None
+  mean = np.clip(train_mean, BIAS_INIT_CLIP, 1 - BIAS_INIT_CLIP)
+  return train_mean, np.log(mean) - np.log1p(-mean)
+
+
 @dataclasses.dataclass(frozen=True)
 class VAEConfig:
   """What defines a Bernoulli VAE and its gradient estimator.
@@ -217,16 +235,10 @@ class BernoulliVAE(tf.Module):
                name=None):
     super().__init__(name=name)
     self.config = config
-    train_mean = np.asarray(train_mean, np.float32)
-    if train_mean.shape != (config.data_dim,):
-      raise ValueError(f"`train_mean` must have shape [{config.data_dim}], "
-                       f"got {train_mean.shape}.")
+    train_mean, output_bias = data_statistics(
+        train_mean, config.data_dim, config.initialize_with_bias)
     rng = np.random.RandomState(seed)
     dims = [config.data_dim] + [config.latent_dim] * config.num_layers
-    output_bias = None
-    if config.initialize_with_bias:
-      mean = np.clip(train_mean, BIAS_INIT_CLIP, 1 - BIAS_INIT_CLIP)
-      output_bias = np.log(mean) - np.log1p(-mean)
     # encoders[l]: layer l-1 (x for l = 0) -> logits of layer l.
     # decoders[l]: layer l -> logits of layer l-1 (of x for l = 0).
     self.encoders, self.decoders = [], []
