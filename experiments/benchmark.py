@@ -54,30 +54,36 @@ from tf_discrete import vae
 
 FAMILIES = ("bernoulli", "categorical")
 
-flags.DEFINE_list("families", list(FAMILIES), "Families to time.")
-flags.DEFINE_list("estimators", ["*"],
-                  "Estimator names or glob patterns (both families).")
-flags.DEFINE_list("encoder_types", list(vae.ENCODER_TYPES),
-                  "Encoder/decoder types.")
-flags.DEFINE_list("num_layers", ["1", "4"],
-                  "Stochastic layers of the Bernoulli VAE.")
-flags.DEFINE_list("decoder_grads", [vae.ESTIMATOR_SAMPLES],
-                  "Decoder-gradient protocols of the Bernoulli VAE to time "
-                  f"({', '.join(vae.DECODER_GRADS)}).")
-flags.DEFINE_enum("dataset", "dynamic_mnist",
-                  ["dynamic_mnist", "fashion_mnist", "omniglot", "synthetic"],
-                  "Data of the timed runs (synthetic needs no files).")
-flags.DEFINE_string("manual_dir", None, "Raw data folder (default: "
-                    "TF_DISCRETE_MANUAL_DIR).")
-flags.DEFINE_integer("steps", 200, "Training steps per timed call (ARSM-"
-                     "type categorical cases use a tenth).", lower_bound=1)
-flags.DEFINE_integer("repeats", 5, "Timed calls per case; the best counts.",
-                     lower_bound=1)
-flags.DEFINE_bool("eval", True, "Also time one full evaluation per model.")
-flags.DEFINE_bool("isolate", True, "One subprocess per case (per-case peak "
-                  "memory).")
-flags.DEFINE_string("json", None, "Also write the rows to this JSON file.")
-flags.DEFINE_string("worker", None, "Internal: time one case given as JSON.")
+def define_flags():
+  """Defines the command's flags (only when it runs as the program, so that
+  importing this module, e.g. in tests beside the VAE binaries, defines no
+  global flag)."""
+  flags.DEFINE_list("families", list(FAMILIES), "Families to time.")
+  flags.DEFINE_list("estimators", ["*"],
+                    "Estimator names or glob patterns (both families).")
+  flags.DEFINE_list("encoder_types", list(vae.ENCODER_TYPES),
+                    "Encoder/decoder types.")
+  flags.DEFINE_list("num_layers", ["1", "4"],
+                    "Stochastic layers of the Bernoulli VAE.")
+  flags.DEFINE_list("decoder_grads", [vae.ESTIMATOR_SAMPLES],
+                    "Decoder-gradient protocols of the Bernoulli VAE to time "
+                    f"({', '.join(vae.DECODER_GRADS)}).")
+  flags.DEFINE_enum(
+      "dataset", "dynamic_mnist",
+      ["dynamic_mnist", "fashion_mnist", "omniglot", "synthetic"],
+      "Data of the timed runs (synthetic needs no files).")
+  flags.DEFINE_string("manual_dir", None, "Raw data folder (default: "
+                      "TF_DISCRETE_MANUAL_DIR).")
+  flags.DEFINE_integer("steps", 200, "Training steps per timed call (ARSM-"
+                       "type categorical cases use a tenth).", lower_bound=1)
+  flags.DEFINE_integer("repeats", 5, "Timed calls per case; the best counts.",
+                       lower_bound=1)
+  flags.DEFINE_bool("eval", True, "Also time one full evaluation per model.")
+  flags.DEFINE_bool("isolate", True, "One subprocess per case (per-case peak "
+                    "memory).")
+  flags.DEFINE_string("json", None, "Also write the rows to this JSON file.")
+  flags.DEFINE_string("worker", None, "Internal: time one case given as JSON.")
+
 
 FLAGS = flags.FLAGS
 
@@ -359,4 +365,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

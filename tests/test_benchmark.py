@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 
+from absl import flags
 import pytest
 
 from experiments import benchmark
@@ -71,6 +72,12 @@ def test_table_and_json_from_the_command(tmp_path):
   assert "Machine:" in proc.stdout
   rows = json.loads(out.read_text())["rows"]
   assert len(rows) == 1 and rows[0]["eval_sec"] > 0
+
+
+def test_importing_defines_no_global_flag():
+  # The VAE binaries' tests share the process (absl DuplicateFlagError).
+  for name in ("num_layers", "dataset", "estimators", "steps", "json"):
+    assert name not in flags.FLAGS, name
 
 
 def test_unknown_family_is_a_usage_error():
