@@ -31,8 +31,6 @@ header names the machine.
 import dataclasses
 import fnmatch
 import json
-import os
-import platform
 import resource
 import subprocess
 import sys
@@ -47,6 +45,7 @@ import tensorflow as tf
 
 from experiments import binary_vae
 from experiments import categorical_vae
+from experiments import hardware
 from tf_discrete import _core
 from tf_discrete import bernoulli
 from tf_discrete import categorical
@@ -247,9 +246,9 @@ def measure(case: Case, dataset: str, manual_dir: Optional[str],
     start = time.perf_counter()
     trainer._train_fn(num_steps).numpy()  # pylint: disable=protected-access
     compile_sec = time.perf_counter() - start
-    step_sec = best_seconds(
-        lambda: trainer._train_fn(num_steps).numpy(),  # pylint: disable=protected-access
-        repeats) / steps
+    train_fn = trainer._train_fn  # pylint: disable=protected-access
+    step_sec = best_seconds(lambda: train_fn(num_steps).numpy(),
+                            repeats) / steps
     x = trainer._train_batch(  # pylint: disable=protected-access
         tf.constant(0, tf.int64), tf.constant([0, 1]))
     bare = bare_loop(case.family, trainer.model, x)
@@ -275,19 +274,8 @@ def measure(case: Case, dataset: str, manual_dir: Optional[str],
 
 
 def machine() -> str:
-  """CPU model and count, accelerator, TensorFlow version."""
-  cpu = platform.processor() or platform.machine()
-  try:
-    with open("/proc/cpuinfo") as f:
-      names = [l.split(":", 1)[1].strip() for l in f
-               if l.startswith("model name")]
-    cpu = names[0] if names else cpu
-  except OSError:
-    pass
-  gpus = [d.name for d in tf.config.list_physical_devices("GPU")]
-  accel = f", GPU: {', '.join(gpus)}" if gpus else ", no GPU"
-  return (f"{cpu}, {os.cpu_count()} cores{accel}, TensorFlow "
-          f"{tf.__version__}")
+  """CPU model and cores, accelerators, TensorFlow version."""
+  return hardware.machine_label(hardware.machine_info())
 
 
 def format_table(rows: Sequence[Dict[str, Any]]) -> str:

@@ -46,12 +46,9 @@ the step they reached and are never used for the claims.
 import dataclasses
 import datetime
 import fnmatch
-import importlib.metadata
 import json
 import math
 import os
-import platform
-import shutil
 import socket
 import subprocess
 import sys
@@ -60,6 +57,8 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from absl import app
 from absl import flags
+
+from experiments import hardware
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BINARY = "experiments.binary_vae"
@@ -632,50 +631,6 @@ def find_reusable(runs: Sequence[Run], options: Options) -> Dict[str, str]:
 # The machine.
 
 
-def machine_info() -> Dict[str, Any]:
-  """CPU model, cores, GPUs, TensorFlow version (no TensorFlow import)."""
-  cpu = platform.processor() or platform.machine()
-  try:
-    with open("/proc/cpuinfo") as f:
-      for line in f:
-        if line.lower().startswith("model name"):
-          cpu = line.split(":", 1)[1].strip()
-          break
-  except OSError:
-    pass
-  try:
-    usable = len(os.sched_getaffinity(0))
-  except AttributeError:  # pragma: no cover
-    usable = os.cpu_count()
-  gpus = []
-  if shutil.which("nvidia-smi"):
-    try:
-      out = subprocess.run(
-          ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
-          capture_output=True, text=True, timeout=30, check=True)
-      gpus = [l.strip() for l in out.stdout.splitlines() if l.strip()]
-    except (subprocess.SubprocessError, OSError):
-      pass
-  tf_version = None
-  for dist in ("tensorflow", "tensorflow-cpu", "tf-nightly"):
-    try:
-      tf_version = importlib.metadata.version(dist)
-      break
-    except importlib.metadata.PackageNotFoundError:
-      continue
-  return {"host": socket.gethostname(), "cpu_model": cpu,
-          "cpu_cores": os.cpu_count(), "usable_cores": usable, "gpus": gpus,
-          "tensorflow": tf_version, "python": platform.python_version(),
-          "platform": platform.platform()}
-
-
-def machine_label(machine: Mapping[str, Any]) -> str:
-  gpus = ", ".join(machine.get("gpus") or []) or "no GPU"
-  cores = machine.get("usable_cores") or machine.get("cpu_cores")
-  return (f"{machine.get('cpu_model', '?')}, {cores} cores, {gpus}, "
-          f"TensorFlow {machine.get('tensorflow') or '?'}")
-
-
 def _machine_key(machine: Mapping[str, Any]) -> Tuple:
   return (machine.get("cpu_model"), machine.get("usable_cores"),
           tuple(machine.get("gpus") or ()), machine.get("tensorflow"))
@@ -737,7 +692,7 @@ class _Launch:
              "target_steps": run.steps, "start_step": start_step,
              "command": command, "git_commit": _git_commit(),
              "load_average": list(os.getloadavg()),
-             "machine": machine_info()}
+             "machine": hardware.machine_info()}
     self._update_machine_file(append=entry)
     self.log = open(os.path.join(run.path, RUN_LOG), "a")
     self.log.write(f"{LAUNCH_HEADER} {entry['start']} target {run.steps} "
@@ -1122,7 +1077,7 @@ def write_report(options: Options, runs: Sequence[Run],
   lines += ["", "## Machines", ""]
   if machines:
     for key, machine in machines.items():
-      lines.append(f"- {machine_ids[key]}: {machine_label(machine)} "
+      lines.append(f"- {machine_ids[key]}: {hardware.machine_label(machine)} "
                    f"(host {machine.get('host')}).")
   else:
     lines.append("- No run has been launched by the driver yet.")

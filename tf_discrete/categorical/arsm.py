@@ -162,16 +162,20 @@ def _all_agree(actions):
   return tf.reduce_all(tf.equal(actions, actions[:1]), axis=0)
 
 
-def _check_mask_option(self, options):
-  unknown = set(options) - {"symmetry_mask"}
-  if unknown:
-    raise TypeError(
-        f"Estimator '{self.name}' got unknown options {sorted(unknown)}; it "
-        f"accepts: symmetry_mask.")
-  mask = options.get("symmetry_mask", True)
-  if not isinstance(mask, (bool, np.bool_)):
-    raise TypeError(
-        f"`symmetry_mask` must be True or False, got {mask!r}.")
+class _MaskedByDefault:
+  """The "+" estimators: symmetry mask on unless ``symmetry_mask=False``."""
+  use_mask = True
+
+  def check_options(self, options):
+    unknown = set(options) - {"symmetry_mask"}
+    if unknown:
+      raise TypeError(
+          f"Estimator '{self.name}' got unknown options {sorted(unknown)}; it "
+          f"accepts: symmetry_mask.")
+    mask = options.get("symmetry_mask", True)
+    if not isinstance(mask, (bool, np.bool_)):
+      raise TypeError(
+          f"`symmetry_mask` must be True or False, got {mask!r}.")
 
 
 def _dirichlet(logits, seed):
@@ -299,7 +303,7 @@ class AugmentReinforceSwap(_SingleReference):
 
 
 @REGISTRY.register
-class AugmentReinforceSwapPlus(_SingleReference):
+class AugmentReinforceSwapPlus(_MaskedByDefault, _SingleReference):
   r"""ARS+: ARS with :math:`\pi_{v,j}` Rao-Blackwellized.
 
   .. math:: \hat g_{v,c} = \Big(f(z^{c\rightleftharpoons j}) - \frac1C
@@ -317,11 +321,6 @@ class AugmentReinforceSwapPlus(_SingleReference):
   removing a zero-mean term). Yin, Yue, Zhou, ICML 2019.
   """
   name = "ars_plus"
-  use_mask = True
-
-  def check_options(self, options):
-    _check_mask_option(self, options)
-
   def reference_pi(self, draw, theta):
     noise = draw.noise
     return reference_expectation(
@@ -436,7 +435,7 @@ class AugmentReinforceSwapMerge(_AllReferences):
 
 
 @REGISTRY.register
-class AugmentReinforceSwapMergePlus(_AllReferences):
+class AugmentReinforceSwapMergePlus(_MaskedByDefault, _AllReferences):
   r"""ARSM+: ARSM with every :math:`\pi_{v,j}` Rao-Blackwellized.
 
   .. math:: \hat g_{v,c} = \sum_j \Big(F_{cj} - \frac1C\sum_m F_{mj}\Big)
@@ -451,11 +450,6 @@ class AugmentReinforceSwapMergePlus(_AllReferences):
   variance <= ARSM. Yin, Yue, Zhou, ICML 2019.
   """
   name = "arsm_plus"
-  use_mask = True
-
-  def check_options(self, options):
-    _check_mask_option(self, options)
-
   def reference_pi(self, draw, theta):
     noise = draw.noise
     expected = reference_expectation(
