@@ -1,7 +1,7 @@
 r"""Times the training step of the VAE binaries, estimator by estimator.
 
     python -m experiments.benchmark                      # every case
-    python -m experiments.benchmark --family=bernoulli --estimators=disarm,rloo \
+    python -m experiments.benchmark --families=bernoulli --estimators=disarm,rloo \
         --encoder_types=nonlinear --num_layers=1 --json=/tmp/bench.json
 
 For each case (estimator x encoder type x stochastic layers; categorical

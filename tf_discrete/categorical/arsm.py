@@ -114,47 +114,73 @@ def reference_interval(log_pi, theta, pseudo_log_pi, actions, swap_a,
     the pseudo-actions are unchanged exactly for :math:`\pi_j \in [lower,
     upper] \subseteq [0, r]`.
   """
-  dtype = log_pi.dtype
-  inf = tf.constant(np.inf, dtype)
-  num_categories = log_pi.shape[-1]
-  j = ref_j[:, tf.newaxis]  # [J, 1, *batch, V]
-  l = ref_l[:, tf.newaxis]
-  pos_j = _swap_positions(j, swap_a, swap_b)  # [J, S, *batch, V]
-  pos_l = _swap_positions(l, swap_a, swap_b)
-  pos_j, pos_l = (tf.broadcast_to(p, tf.broadcast_dynamic_shape(
-      tf.shape(pos_j), tf.shape(pos_l))) for p in (pos_j, pos_l))
-  theta_j = _common.take_last(theta, pos_j)
-  theta_l = _common.take_last(theta, pos_l)
+  # Work in [J, *batch, V, S] so the reductions over pseudo-actions run
+  # along the minor axis, and never gather at [J, S, ...] size: a position
+  # holds j (or l) itself unless the swap of s moved it there.
+  pseudo_shape = tf.shape(actions)
+  swap_a = tf.broadcast_to(swap_a, pseudo_shape)
+  swap_b = tf.broadcast_to(swap_b, pseudo_shape)
+  theta_a = _common.leading_to_last(_common.take_last(theta, swap_a))
+  theta_b = _common.leading_to_last(_common.take_last(theta, swap_b))
+  swap_a, swap_b, actions = (_common.leading_to_last(x)
+                             for x in (swap_a, swap_b, actions))
+
+  def position_and_logit(ref):
+    """Where ``ref`` sits in each pseudo-action, and the logit there."""
+    ref_theta = _common.take_last(theta, ref)[..., tf.newaxis]
+    ref = ref[..., tf.newaxis]
+    position = _swap_positions(ref, swap_a, swap_b)
+    logit = tf.where(tf.equal(ref, swap_a), theta_b,
+                     tf.where(tf.equal(ref, swap_b), theta_a, ref_theta))
+    return position, logit
+
+  pos_j, theta_j = position_and_logit(ref_j)  # [J, *batch, V, S]
+  pos_l, theta_l = position_and_logit(ref_l)
 
   # K: smallest value among the positions holding neither pi_j nor pi_l.
   # Two positions are excluded, so the three smallest values suffice.
-  values = pseudo_log_pi - theta  # [S, *batch, V, C]
-  k = min(3, num_categories)
-  neg_top, top_index = tf.math.top_k(-values, k=k)
-  top_index = top_index[tf.newaxis]
-  excluded = tf.logical_or(tf.equal(top_index, pos_j[..., tf.newaxis]),
-                           tf.equal(top_index, pos_l[..., tf.newaxis]))
-  log_k = tf.reduce_min(tf.where(excluded, inf, -neg_top[tf.newaxis]), -1)
+  smallest, where_smallest = _smallest_three(pseudo_log_pi - theta)
+  log_k = smallest[2]
+  for value, index in zip(smallest[1::-1], where_smallest[1::-1]):
+    free = tf.logical_and(tf.not_equal(index, pos_j),
+                          tf.not_equal(index, pos_l))
+    log_k = tf.where(free, value, log_k)
 
   log_pj = _common.take_last(log_pi, ref_j)
   log_pl = _common.take_last(log_pi, ref_l)
-  log_r = tf.reduce_logsumexp(tf.stack([log_pj, log_pl]), axis=0)
-  r = tf.exp(log_r)[:, tf.newaxis]  # [J, 1, *batch, V]
-
-  crossing = r * tf.sigmoid(theta_j - theta_l)
+  r = tf.exp(tf.reduce_logsumexp(tf.stack([log_pj, log_pl]), axis=0))
+  r_s = r[..., tf.newaxis]
+  crossing = r_s * tf.sigmoid(theta_j - theta_l)
   inc_limit = tf.exp(log_k + theta_j)  # t e^{-theta_pj} < K  <=>  t < this
-  dec_limit = r - tf.exp(log_k + theta_l)  # (r-t) e^{-theta_pl} < K <=> t > .
+  dec_limit = r_s - tf.exp(log_k + theta_l)  # (r-t) e^{-theta_pl} < K <=> >
   zero = tf.zeros_like(crossing)
-  at_j = tf.equal(actions[tf.newaxis], pos_j)
-  at_l = tf.equal(actions[tf.newaxis], pos_l)
+  at_j = tf.equal(actions, pos_j)
+  at_l = tf.equal(actions, pos_l)
   lower = tf.where(at_j, zero,
                    tf.where(at_l, tf.maximum(crossing, dec_limit), inc_limit))
   upper = tf.where(at_j, tf.minimum(crossing, inc_limit),
-                   tf.where(at_l, r + zero, dec_limit))
-  r = r[:, 0]
-  lower = tf.clip_by_value(tf.reduce_max(lower, axis=1), 0.0, r)
-  upper = tf.clip_by_value(tf.reduce_min(upper, axis=1), lower, r)
+                   tf.where(at_l, r_s + zero, dec_limit))
+  lower = tf.clip_by_value(tf.reduce_max(lower, axis=-1), 0.0, r)
+  upper = tf.clip_by_value(tf.reduce_min(upper, axis=-1), lower, r)
   return lower, upper
+
+
+def _smallest_three(values):
+  """The three smallest entries along the last axis, moved to the last axis
+  of ``[*batch, V, S]`` tensors, with their indices; +inf / C pads when
+  C < 3. Three min/argmin passes: XLA lowers ``top_k`` on CPU to a sort."""
+  inf = tf.constant(np.inf, values.dtype)
+  positions = tf.range(values.shape[-1])
+  smallest, where_smallest = [], []
+  for _ in range(3):
+    index = tf.argmin(values, axis=-1, output_type=tf.int32)
+    smallest.append(tf.reduce_min(values, axis=-1))
+    where_smallest.append(tf.where(tf.math.is_inf(smallest[-1]),
+                                   values.shape[-1], index))
+    values = tf.where(tf.equal(positions, index[..., tf.newaxis]), inf,
+                      values)
+  return ([_common.leading_to_last(x) for x in smallest],
+          [_common.leading_to_last(x) for x in where_smallest])
 
 
 def _all_agree(actions):
