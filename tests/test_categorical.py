@@ -152,6 +152,55 @@ def test_reference_interval_contains_true_pi():
     assert np.mean(upper - lower) < 0.8 * np.mean(pi_j + pi_l)
 
 
+@pytest.mark.parametrize("name,c", [("ars_plus", 2), ("ars_plus", 5),
+                                    ("arsm_plus", 3), ("arsm_plus", 5)])
+def test_reference_interval_matches_a_sweep_of_pi_j(name, c):
+  """[lower, upper] is exactly where every pseudo-action stays unchanged.
+
+  Brute force in NumPy: move pi_j over a grid of [0, r] (pi_l = r - pi_j,
+  the rest fixed), redo every swap's race, and keep the grid points whose
+  pseudo-actions all match the observed ones.
+  """
+  est = categorical.get(name)
+  batch, num_vars, grid = 40, 2, 4001
+  logits = tf.constant(np.random.RandomState(c).randn(batch, num_vars, c) * 2,
+                       tf.float32)
+  noise = est.sample(logits, None, tf.constant([4, c])).noise
+  ref_j, ref_l = noise["ref_j"], noise["ref_l"]
+  if name == "ars_plus":
+    ref_j, ref_l = ref_j[tf.newaxis], ref_l[tf.newaxis]
+  lower, upper = (x.numpy() for x in arsm_lib.reference_interval(
+      noise["log_pi"], logits, noise["pseudo_log_pi"], noise["actions"],
+      noise["swap_a"], noise["swap_b"], ref_j, ref_l))
+  noise = {k: v.numpy() for k, v in noise.items()}
+  ref_j, ref_l = ref_j.numpy(), ref_l.numpy()
+  theta = logits.numpy().astype(np.float64)
+  pi = np.exp(noise["log_pi"].astype(np.float64))
+  shape = noise["actions"].shape
+  swap_a = np.broadcast_to(noise["swap_a"], shape)
+  swap_b = np.broadcast_to(noise["swap_b"], shape)
+  cols = np.arange(c)
+  for (k, b, v), lo in np.ndenumerate(lower):
+    j, l = ref_j[k, b, v], ref_l[k, b, v]
+    r = pi[b, v, j] + pi[b, v, l]
+    t = np.linspace(0.0, r, grid)
+    moved = np.tile(pi[b, v], [grid, 1])
+    moved[:, j], moved[:, l] = t, r - t
+    consistent = np.ones(grid, bool)
+    for s in range(shape[0]):
+      perm = cols.copy()
+      perm[[swap_a[s, b, v], swap_b[s, b, v]]] = perm[[swap_b[s, b, v],
+                                                       swap_a[s, b, v]]]
+      race = np.log(np.maximum(moved[:, perm], 1e-300)) - theta[b, v]
+      consistent &= np.argmin(race, -1) == noise["actions"][s, b, v]
+    inside = t[consistent]
+    assert inside.size, (k, b, v)  # The drawn pi_j is always consistent.
+    step = r / (grid - 1)
+    np.testing.assert_allclose(lo, inside.min(), atol=1.01 * step + 1e-6)
+    np.testing.assert_allclose(upper[k, b, v], inside.max(),
+                               atol=1.01 * step + 1e-6)
+
+
 def test_disarm_iw_needs_ascending_order():
   """Unsorted, the antithetic coupling misses pairs: a visible bias."""
   logits = np.array([[1.0, -0.5, 0.3, 0.0], [0.2, 0.1, -0.3, 0.4]],
