@@ -46,6 +46,7 @@ import tensorflow as tf
 from experiments import binary_vae
 from experiments import categorical_vae
 from experiments import hardware
+from experiments import official_style
 from tf_discrete import _core
 from tf_discrete import bernoulli
 from tf_discrete import categorical
@@ -107,6 +108,13 @@ class Case:
   encoder_type: str
   num_layers: int = 1
   decoder_grad: Optional[str] = None
+
+  @property
+  def has_official_yardstick(self) -> bool:
+    """One-layer DisARM: also timed against the official-style step."""
+    return (self.family == "bernoulli" and self.estimator == "disarm"
+            and self.num_layers == 1
+            and self.decoder_grad in (None, vae.ESTIMATOR_SAMPLES))
 
   @property
   def label(self) -> str:
@@ -255,6 +263,13 @@ def measure(case: Case, dataset: str, manual_dir: Optional[str],
     bare_steps = tf.constant(steps)
     bare_sec = best_seconds(
         lambda: [g.numpy() for g in bare(bare_steps)], repeats) / steps
+    if case.has_official_yardstick:
+      official = official_style.OfficialStyleDisarm(
+          case.encoder_type, trainer.model.train_mean.numpy())
+      seed = tf.constant([0, 1])
+      official_sec = best_seconds(
+          lambda: [official.step(x, seed) for _ in range(steps)][-1][0].numpy(),
+          repeats) / steps
     row = dict(
         case=case.label, family=case.family, estimator=case.estimator,
         encoder_type=case.encoder_type, num_layers=case.num_layers,
@@ -264,6 +279,9 @@ def measure(case: Case, dataset: str, manual_dir: Optional[str],
         ms_per_step=1e3 * step_sec, steps_per_sec=1 / step_sec,
         bare_ms=1e3 * bare_sec, ratio_to_bare=step_sec / bare_sec,
         compile_sec=compile_sec, timed_steps=steps)
+    if case.has_official_yardstick:
+      row.update(official_ms=1e3 * official_sec,
+                 speedup_vs_official=official_sec / step_sec)
     if time_eval:
       trainer.evaluate(0)  # Compiles.
       start = time.perf_counter()
@@ -294,6 +312,19 @@ def format_table(rows: Sequence[Dict[str, Any]]) -> str:
         f"| {r['case']} | {r['evaluations']} | {r['ms_per_step']:.2f} | "
         f"{r['steps_per_sec']:.0f} | {r['bare_ms']:.2f} | "
         f"{r['ratio_to_bare']:.2f} | {eval_sec} | {memory} |")
+  return "\n".join(lines)
+
+
+def format_official_table(rows: Sequence[Dict[str, Any]]) -> str:
+  """Markdown table of our step against the official-style step ("" if no
+  row was timed against it)."""
+  timed = [r for r in rows if "official_ms" in r]
+  if not timed:
+    return ""
+  lines = ["| case | ms/step | official-style ms/step | speed-up |",
+           "|---|---|---|---|"]
+  lines += [f"| {r['case']} | {r['ms_per_step']:.2f} | {r['official_ms']:.2f} "
+            f"| {r['speedup_vs_official']:.2f} |" for r in timed]
   return "\n".join(lines)
 
 
@@ -347,6 +378,12 @@ def main(argv):
             flush=True)
   print(f"\nMachine: {machine()}\n")
   print(format_table(rows))
+  official = format_official_table(rows)
+  if official:
+    print("\nAgainst the official-style step (experiments/official_style.py:"
+          " Keras Dense, no XLA, one step per Python call, three decoder "
+          "passes):\n")
+    print(official)
   if FLAGS.json:
     with open(FLAGS.json, "w") as f:
       json.dump({"machine": machine(), "rows": rows}, f, indent=1)
