@@ -9,13 +9,15 @@ cases at V x C = 20 x 10, batch 200) it builds the trainer with the
 binary's own ``build_trainer`` (``experiments.binary_vae`` /
 ``experiments.categorical_vae``: the code path of a real run, not a copy),
 warms the compiled multi-step training loop up, and times calls of
-``--steps`` steps (best of ``--repeats``). Next to it, in the same process,
-it times the **bare pass**: an XLA-compiled forward+backward pass of the
-same networks at the same batch, the encoder once and the decoder on two
-samples, with no estimator, optimizer, data pipeline or bookkeeping. The
-ratio ``step / bare`` is the estimator's overhead over the floor of a
-two-evaluation step; ratios are what to compare across machines and runs
-(both numbers come from the same process, minutes apart).
+``--steps`` steps (best of ``--repeats``). Next to it, in the same process
+with the calls interleaved, it times the **bare pass**: an XLA-compiled
+forward+backward pass of the same networks at the same batch, the encoder
+once and the decoder on two samples, with no estimator, optimizer, data
+pipeline or bookkeeping. The ratio ``step / bare`` is the estimator's
+overhead over the floor of a two-evaluation step; ratios are what to
+compare across machines and runs (both numbers come from the same process,
+timed alternately). One-layer DisARM cases are also timed against the
+official-style step of ``experiments.official_style``.
 
 Each case runs in its own subprocess (``--isolate``, the default) so that
 the peak memory column is that case's alone: the peak resident set size of
@@ -214,14 +216,20 @@ def bare_loop(family: str, model, x: tf.Tensor) -> Callable[[tf.Tensor], Any]:
 # ---------------------------------------------------------------------------
 
 
-def best_seconds(fn: Callable[[], Any], repeats: int) -> float:
-  """Least wall time of ``repeats`` calls of ``fn`` (after one warm-up)."""
-  fn()
-  best = float("inf")
-  for _ in range(repeats):
-    start = time.perf_counter()
+def best_seconds(fns: Sequence[Callable[[], Any]],
+                 repeats: int) -> List[float]:
+  """Least wall time of ``repeats`` calls of each of ``fns`` (after one
+  warm-up each), the calls interleaved (a, b, a, b, ...) so that a change
+  in the machine's load hits every function alike and their ratios stay
+  fair on a shared machine."""
+  for fn in fns:
     fn()
-    best = min(best, time.perf_counter() - start)
+  best = [float("inf")] * len(fns)
+  for _ in range(repeats):
+    for i, fn in enumerate(fns):
+      start = time.perf_counter()
+      fn()
+      best[i] = min(best[i], time.perf_counter() - start)
   return best
 
 
@@ -255,21 +263,20 @@ def measure(case: Case, dataset: str, manual_dir: Optional[str],
     trainer._train_fn(num_steps).numpy()  # pylint: disable=protected-access
     compile_sec = time.perf_counter() - start
     train_fn = trainer._train_fn  # pylint: disable=protected-access
-    step_sec = best_seconds(lambda: train_fn(num_steps).numpy(),
-                            repeats) / steps
     x = trainer._train_batch(  # pylint: disable=protected-access
         tf.constant(0, tf.int64), tf.constant([0, 1]))
     bare = bare_loop(case.family, trainer.model, x)
     bare_steps = tf.constant(steps)
-    bare_sec = best_seconds(
-        lambda: [g.numpy() for g in bare(bare_steps)], repeats) / steps
+    timed = [lambda: train_fn(num_steps).numpy(),
+             lambda: [g.numpy() for g in bare(bare_steps)]]
     if case.has_official_yardstick:
       official = official_style.OfficialStyleDisarm(
           case.encoder_type, trainer.model.train_mean.numpy())
       seed = tf.constant([0, 1])
-      official_sec = best_seconds(
-          lambda: [official.step(x, seed) for _ in range(steps)][-1][0].numpy(),
-          repeats) / steps
+      timed.append(lambda: [official.step(x, seed)
+                            for _ in range(steps)][-1][0].numpy())
+    step_sec, bare_sec, *official_sec = [
+        t / steps for t in best_seconds(timed, repeats)]
     row = dict(
         case=case.label, family=case.family, estimator=case.estimator,
         encoder_type=case.encoder_type, num_layers=case.num_layers,
@@ -280,8 +287,8 @@ def measure(case: Case, dataset: str, manual_dir: Optional[str],
         bare_ms=1e3 * bare_sec, ratio_to_bare=step_sec / bare_sec,
         compile_sec=compile_sec, timed_steps=steps)
     if case.has_official_yardstick:
-      row.update(official_ms=1e3 * official_sec,
-                 speedup_vs_official=official_sec / step_sec)
+      row.update(official_ms=1e3 * official_sec[0],
+                 speedup_vs_official=official_sec[0] / step_sec)
     if time_eval:
       trainer.evaluate(0)  # Compiles.
       start = time.perf_counter()
