@@ -177,13 +177,32 @@ def test_iwae_bound_is_log_mean_exp_of_elbos():
   seed = tf.constant([0, 2])
   bound = model.log_likelihood_bound(x, 50, seed)
   logits = model.encoder_logits(x)
-  f = model.elbo(x, categorical.sample(logits, seed, num_samples=50), logits)
+  f = model.elbo(x, model.posterior_samples(logits, 50, seed), logits)
   assert bound.shape == (5,) and f.shape == (50, 5)
   np.testing.assert_allclose(
       bound, tf.reduce_logsumexp(f, 0) - np.log(50.0), rtol=1e-6)
   assert np.all(bound.numpy() >= tf.reduce_mean(f, 0).numpy())
   np.testing.assert_allclose(model.log_likelihood_bound(x, 1, seed),
                              f[0], rtol=1e-6)
+
+
+def test_one_sample_bound_is_unbiased_for_the_exact_elbo():
+  """Mean of many 1-sample bounds = the ELBO summed over all C^V states."""
+  model = _tiny_model(one_hot=True)
+  x = tf.constant(np.random.RandomState(1).rand(3, 6) < 0.5, tf.float32)
+  logits = model.encoder_logits(x)
+  states = categorical.FAMILY.enumerate_states(model.config.event_shape)
+  z = tf.broadcast_to(states[:, None], [states.shape[0], 3, 2, 3])
+  q = tf.exp(-tf.nn.softmax_cross_entropy_with_logits(
+      z, tf.broadcast_to(logits, z.shape)))
+  exact = tf.reduce_sum(tf.reduce_prod(q, -1) * model.elbo(x, z, logits), 0)
+  draws = model.log_likelihood_bound(
+      tf.tile(x, [20000, 1]), 1, tf.constant([5, 6])).numpy().reshape(20000, 3)
+  z_score = (draws.mean(0) - exact) / (draws.std(0) / np.sqrt(20000))
+  assert np.all(np.abs(z_score) < 4), (draws.mean(0), exact.numpy())
+  samples = model.posterior_samples(logits, 4, tf.constant([0, 1]))
+  assert samples.shape == (4, 3, 2, 3)
+  np.testing.assert_array_equal(tf.reduce_sum(samples, -1), 1.0)
 
 
 def test_same_seed_same_objective_eager_and_xla():

@@ -57,6 +57,7 @@ import tensorflow as tf
 from tf_discrete import _core
 from tf_discrete import bernoulli
 from tf_discrete import categorical
+from tf_discrete.categorical import _common
 from tf_discrete import vae
 
 ENCODER_TYPES = vae.ENCODER_TYPES
@@ -292,16 +293,25 @@ class CategoricalVAE(tf.Module):
   # Evaluation and training.
   # ------------------------------------------------------------------------
 
+  def posterior_samples(self, logits: tf.Tensor, num_samples: int,
+                        seed) -> tf.Tensor:
+    """One-hot ``[K, B, V, C]`` samples of q(z|x) for the bounds (no
+    gradient), by inverse CDF: one uniform per variable, where sampling by
+    the exponential race took half the time of the 100-sample bound."""
+    index = _common.inverse_cdf_index(
+        tf.stop_gradient(logits), num_samples, _core.resolve_seed(seed))
+    return tf.one_hot(index, self.config.num_categories, dtype=logits.dtype)
+
   def log_likelihood_bound(self, x: tf.Tensor, num_samples: int,
                            seed) -> tf.Tensor:
     r"""K-sample importance-weighted bound :math:`\log \frac1K \sum_k
     e^{f(z_k)}`, ``z_k ~ q(z|x)`` (K = 1: the ELBO); ``[B]``.
 
     The encoder runs once per image; the decoder once on ``[K, B, ...]``.
+    Samples come from :meth:`posterior_samples`.
     """
     logits = self.encoder_logits(x)
-    samples = categorical.sample(logits, _core.resolve_seed(seed),
-                                 num_samples=num_samples)
+    samples = self.posterior_samples(logits, num_samples, seed)
     return _core.log_mean_exp(self.elbo(x, samples, logits), axis=0)
 
   def training_objective(self, x: tf.Tensor, seed, estimator=None,

@@ -64,6 +64,24 @@ def uniform_index(shape, seed, dtype, n) -> tf.Tensor:
   return tf.minimum(index, n - 1)  # u * n may round up to n.
 
 
+def inverse_cdf_index(theta: tf.Tensor, num_samples: int, seed) -> tf.Tensor:
+  r"""``[num_samples, *batch, V]`` Categorical(softmax(theta)) indices
+  (int32), one uniform per variable: :math:`z = \#\{c < C - 1 : u \ge
+  F_c\}` with :math:`F` the cumulative probabilities.
+
+  For sampling without an estimator (evaluation bounds): one 32-bit
+  uniform and C - 1 comparisons per variable instead of the race's C
+  uniforms and 2C logarithms. F and u are float64, so each probability is
+  honoured to within the 2^-32 grid of u (categories rarer than about
+  2e-10 are not represented exactly, as with any 32-bit sampler).
+  """
+  probs = tf.nn.softmax(tf.cast(theta, tf.float64), axis=-1)
+  thresholds = tf.math.cumsum(probs, axis=-1)[..., :-1]
+  shape = tf.concat([[num_samples], tf.shape(theta)[:-1]], 0)
+  u = _core.uniform(shape, seed, tf.float64)[..., tf.newaxis]
+  return tf.reduce_sum(tf.cast(u >= thresholds, tf.int32), axis=-1)
+
+
 def exponential_race(log_e: tf.Tensor, theta: tf.Tensor) -> tf.Tensor:
   r"""Category index :math:`\arg\min_c (\log E_c - \theta_c)` (int32).
 
