@@ -952,7 +952,8 @@ def _figure(group: Group, states: Sequence[RunState], key: str, label: str,
   from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
   cols = min(3, len(panels))
   rows = math.ceil(len(panels) / cols)
-  fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 3.4 * rows),
+  fig, axes = plt.subplots(rows, cols, figsize=(max(4.6 * cols, 6.0),
+                                                3.4 * rows + 0.3),
                            squeeze=False)
   arms = [v.arm for v in STUDY if v.group == group.name]
   arms = list(dict.fromkeys(arms))
@@ -983,11 +984,14 @@ def _figure(group: Group, states: Sequence[RunState], key: str, label: str,
       ax.legend(fontsize=7)
     else:
       ax.set_yscale("linear")
+      ax.set_xticks([])
+      ax.set_yticks([])
       ax.text(0.5, 0.5, "no data yet", ha="center", va="center",
               transform=ax.transAxes, color="grey")
   for ax in list(axes.flat)[len(panels):]:
     ax.axis("off")
-  fig.suptitle(f"{group.title}: {label}", fontsize=10)
+  # Two lines: a one-panel figure is too narrow for title and metric.
+  fig.suptitle(f"{group.title}\n{label}", fontsize=10)
   fig.tight_layout()
   os.makedirs(os.path.dirname(path), exist_ok=True)
   fig.savefig(path, dpi=90)
