@@ -51,6 +51,8 @@ def _dense_stack(sizes, output_bias=None):
 
 
 def _log_bernoulli(values, logits):
+  # TensorFlow's own cross-entropy, as the original code uses, rather than
+  # the library's XLA-tuned `bernoulli.FAMILY.log_prob`.
   return -tf.reduce_sum(tf.nn.sigmoid_cross_entropy_with_logits(
       labels=values, logits=logits), axis=-1)
 
@@ -75,6 +77,7 @@ class OfficialStyleDisarm:
     self.decoder = _dense_stack(
         vae.network_sizes(encoder_type, latent_dim, data_dim), output_bias)
     self.prior_logits = tf.Variable(tf.zeros([latent_dim]))
+    # The binaries' default rates: infnet_lr, genmo_lr, prior_lr.
     self.optimizers = (keras.optimizers.Adam(1e-4), keras.optimizers.Adam(1e-4),
                        keras.optimizers.SGD(1e-2))
     self.grad_mean = [tf.Variable(tf.zeros_like(v))

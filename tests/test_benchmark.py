@@ -13,9 +13,12 @@ import subprocess
 import sys
 
 from absl import flags
+import numpy as np
 import pytest
+import tensorflow as tf
 
 from experiments import benchmark
+from experiments import official_style
 from tf_discrete import bernoulli
 from tf_discrete import categorical
 
@@ -64,9 +67,6 @@ def test_compiled_step_runs(case):
 def test_official_style_step_trains_every_group():
   """The yardstick is a working DisARM step: all three parameter groups
   move, the ELBO is finite and the EMA variance is positive."""
-  import numpy as np
-  import tensorflow as tf
-  from experiments import official_style
   model = official_style.OfficialStyleDisarm(
       "nonlinear", np.full([784], 0.2, np.float32), latent_dim=8)
   images = tf.constant(np.random.RandomState(0).rand(16, 784), tf.float32)

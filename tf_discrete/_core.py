@@ -358,12 +358,21 @@ class Estimator(abc.ABC):
     del draw
     return tf.reduce_mean(values, axis=0)
 
+  #: Names of the options ``sample`` and ``gradient`` accept.
+  option_names: Sequence[str] = ()
+
   def check_options(self, options: Dict[str, Any]) -> None:
-    """Rejects options this estimator does not understand."""
-    if options:
+    """Rejects options this estimator does not understand; subclasses with
+    options extend it to check their values."""
+    unknown = set(options) - set(self.option_names)
+    if unknown and not self.option_names:
       raise TypeError(
           f"Estimator '{self.name}' takes no options, got "
           f"{sorted(options)}.")
+    if unknown:
+      raise TypeError(
+          f"Estimator '{self.name}' got unknown options {sorted(unknown)}; "
+          f"it accepts: {', '.join(self.option_names)}.")
 
 
 class Registry:

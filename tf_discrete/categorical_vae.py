@@ -300,7 +300,7 @@ class CategoricalVAE(tf.Module):
     the exponential race took half the time of the 100-sample bound."""
     index = _common.inverse_cdf_index(
         tf.stop_gradient(logits), num_samples, _core.resolve_seed(seed))
-    return tf.one_hot(index, self.config.num_categories, dtype=logits.dtype)
+    return _common.one_hot(index, self.config.num_categories, logits.dtype)
 
   def log_likelihood_bound(self, x: tf.Tensor, num_samples: int,
                            seed) -> tf.Tensor:

@@ -166,9 +166,12 @@ def reference_interval(log_pi, theta, pseudo_log_pi, actions, swap_a,
 
 
 def _smallest_three(values):
-  """The three smallest entries along the last axis, moved to the last axis
-  of ``[*batch, V, S]`` tensors, with their indices; +inf / C pads when
-  C < 3. Three min/argmin passes: XLA lowers ``top_k`` on CPU to a sort."""
+  """The three smallest entries of ``values`` ``[S, *batch, V, C]`` along C
+  and their positions, each as ``[*batch, V, S]`` (the layout of
+  :func:`reference_interval`); +inf at position C where C < 3.
+
+  Three min/argmin passes, because XLA lowers ``top_k`` to a sort on CPU.
+  """
   inf = tf.constant(np.inf, values.dtype)
   positions = tf.range(values.shape[-1])
   smallest, where_smallest = [], []
@@ -191,13 +194,10 @@ def _all_agree(actions):
 class _MaskedByDefault:
   """The "+" estimators: symmetry mask on unless ``symmetry_mask=False``."""
   use_mask = True
+  option_names = ("symmetry_mask",)
 
   def check_options(self, options):
-    unknown = set(options) - {"symmetry_mask"}
-    if unknown:
-      raise TypeError(
-          f"Estimator '{self.name}' got unknown options {sorted(unknown)}; it "
-          f"accepts: symmetry_mask.")
+    super().check_options(options)
     mask = options.get("symmetry_mask", True)
     if not isinstance(mask, (bool, np.bool_)):
       raise TypeError(
@@ -347,6 +347,7 @@ class AugmentReinforceSwapPlus(_MaskedByDefault, _SingleReference):
   removing a zero-mean term). Yin, Yue, Zhou, ICML 2019.
   """
   name = "ars_plus"
+
   def reference_pi(self, draw, theta):
     noise = draw.noise
     return reference_expectation(
@@ -476,6 +477,7 @@ class AugmentReinforceSwapMergePlus(_MaskedByDefault, _AllReferences):
   variance <= ARSM. Yin, Yue, Zhou, ICML 2019.
   """
   name = "arsm_plus"
+
   def reference_pi(self, draw, theta):
     noise = draw.noise
     expected = reference_expectation(

@@ -245,13 +245,10 @@ class _Pairs(_core.Estimator):
 class _StickBreakingPairs(_Pairs):
   """Antithetic pairs on the (optionally sorted) stick-breaking bits."""
   default_order = "none"
+  option_names = ("logits_order",)
 
   def check_options(self, options):
-    unknown = set(options) - {"logits_order"}
-    if unknown:
-      raise TypeError(
-          f"Estimator '{self.name}' got unknown options {sorted(unknown)}; "
-          f"it accepts: logits_order.")
+    super().check_options(options)
     check_logits_order(options.get("logits_order", self.default_order))
 
   def _order(self, logits_order):
