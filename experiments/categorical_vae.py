@@ -46,9 +46,9 @@ from tf_discrete import categorical_vae
 from tf_discrete import training
 from tf_discrete.categorical import coupled
 
-# Spellings of the official launcher. Its `arsp`/`arsmp` are ARS/ARSM with
-# the symmetry mask; our ars_plus/arsm_plus also Rao-Blackwellize the
-# reference coordinate (same draws and cost).
+# Spellings of the official launcher. Its `arsp` is ARS with pi_j replaced
+# by the mid-point of its consistent interval and `arsmp` is ARSM with the
+# symmetry mask; our ars_plus/arsm_plus do both (same draws and cost).
 GRAD_TYPE_ALIASES = {
     "reinforce_loo": "rloo",
     "arsp": "ars_plus",

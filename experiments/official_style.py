@@ -36,7 +36,7 @@ _EMA_DECAY = 0.999
 
 
 def _dense_stack(sizes, output_bias=None):
-  """Keras Dense layers with LeakyReLU(0.2) between them."""
+  """Keras Dense layers with the binary model's LeakyReLU between them."""
   layers = []
   for i, width in enumerate(sizes[1:]):
     last = i == len(sizes) - 2

@@ -150,12 +150,24 @@ def test_extreme_logits_are_finite(name):
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf])
 def test_non_finite_logits_give_non_finite_gradient(bad):
-  logits = tf.constant([[0.5, bad]])
-  with tf.GradientTape() as tape:
-    tape.watch(logits)
-    value = bernoulli.estimate(objective_2, logits, "disarm", seed=1)
-  grad = tape.gradient(value, logits).numpy()
-  assert not np.isfinite(grad[0, 1])
+  """The bad example's value and all its gradients are NaN, not only the
+  bad unit's; the other examples keep their finite estimates."""
+  logits = tf.constant([[0.5, bad], [0.5, -0.3]])
+  scale = tf.Variable(1.0)
+  for name in ("disarm", "rloo", "vimco"):
+    with tf.GradientTape(persistent=True) as tape:
+      tape.watch(logits)
+      value = bernoulli.estimate(lambda b: scale * objective_2(b), logits,
+                                 name, seed=1)
+      bad_value, good_value = value[0], value[1]
+    grad = tape.gradient(value, logits).numpy()
+    assert np.isnan(bad_value.numpy()) and np.isfinite(good_value.numpy())
+    assert np.all(np.isnan(grad[0])) and np.all(np.isfinite(grad[1]))
+    # The objective's own (pathwise) gradient sees the NaN too.
+    assert np.isnan(tape.gradient(bad_value, scale).numpy())
+    assert np.isfinite(tape.gradient(good_value, scale).numpy())
+    # Gradients of what leaves the bad example out stay clean.
+    assert np.all(tape.gradient(good_value, logits).numpy()[0] == 0)
 
 
 def objective_2(b):

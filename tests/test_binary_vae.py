@@ -110,6 +110,35 @@ def test_gradient_is_unbiased_against_enumeration(num_layers, estimator,
   assert np.all(np.abs(z) < 5), np.abs(z).max()
 
 
+@pytest.mark.parametrize("shared", [True, False])
+def test_shared_randomness_builds_each_pair_on_the_forward_noise(
+    monkeypatch, shared):
+  """With shared_randomness, layer l's pair is drawn from the forward pass's
+  uniform of layer l (the original code's common noise), so the forward
+  sample is the pair's second member; without it the pair is independent."""
+  model = tiny_model(3, latent_dim=6, shared_randomness=shared)
+  x = batch(size=4)
+  branches, forward = [], []
+  original_estimate, original_forward = bernoulli.estimate, model._forward_pass
+
+  def spy_estimate(objective, logits, *args, **kwargs):
+    def spy_objective(samples):
+      branches.append(samples)
+      return objective(samples)
+    return original_estimate(spy_objective, logits, *args, **kwargs)
+
+  def spy_forward(*args):
+    forward.append(original_forward(*args))
+    return forward[-1]
+
+  monkeypatch.setattr(vae.bernoulli, "estimate", spy_estimate)
+  monkeypatch.setattr(model, "_forward_pass", spy_forward)
+  model.training_objective(x, tf.constant([5, 6]))
+  matches = [np.array_equal(branches[l][1], forward[0].samples[l])
+             for l in range(3)]
+  assert matches == [shared] * 3
+
+
 def estimates(model, x, num_seeds):
   """Layer 1's estimates (batch means) for seeds 0..num_seeds-1."""
   fn = tf.function(lambda seed: model.training_objective(x, seed)[1],

@@ -457,13 +457,17 @@ def test_unknown_batch_size_in_graph():
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf])
 def test_non_finite_logits_give_non_finite_gradient(bad):
-  logits = tf.constant([[0.5, bad, 0.0], [0.0, 1.0, 2.0]], tf.float32)
+  """A variable with a bad logit poisons its example's value and every
+  gradient entry of that example; the other example stays finite."""
+  logits = tf.constant([[[0.5, bad, 0.0], [0.0, 1.0, 2.0]],
+                        [[0.5, 0.2, 0.0], [0.0, 1.0, 2.0]]], tf.float32)
   for name in ("rloo", "arsm_plus", "disarm_sb"):
     with tf.GradientTape() as tape:
       tape.watch(logits)
       value = categorical.estimate(objective, logits, name, seed=1)
     grad = tape.gradient(value, logits).numpy()
-    assert not np.isfinite(grad[0, 1])
+    assert np.isnan(value.numpy()[0]) and np.isfinite(value.numpy()[1])
+    assert np.all(np.isnan(grad[0])) and np.all(np.isfinite(grad[1]))
 
 
 @pytest.mark.parametrize("dtype", [tf.float64, tf.float16])

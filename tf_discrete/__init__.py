@@ -9,16 +9,9 @@ Namespaces:
 """
 
 from tf_discrete import bernoulli
+from tf_discrete import categorical
+from tf_discrete import datasets
 from tf_discrete import diagnostics
 from tf_discrete import layers
-
-try:  # Modules that land independently of the foundation.
-  from tf_discrete import categorical
-except ImportError:  # pragma: no cover
-  pass
-try:
-  from tf_discrete import datasets
-except ImportError:  # pragma: no cover
-  pass
 
 __version__ = "0.1.0"

@@ -253,26 +253,43 @@ def attach_gradient(value: tf.Tensor, logits: tf.Tensor,
   ``logits_grad`` must not depend on trainable state through a path that
   should be differentiated: it is treated as a constant.
 
-  Non-finite logits produce NaN gradients rather than a finite-looking
-  estimate.
+  Non-finite logits never give a finite-looking estimate: a batch element
+  with any non-finite logit gets a NaN value, and NaN gradients wherever it
+  is used: for all its logits (every entry of the event, not only the bad
+  one: the others' samples came from a meaningless draw) and, through the
+  value, for whatever the objective's pathwise gradient reaches. Other
+  batch elements keep their estimates and gradients.
   """
-  logits_grad = tf.stop_gradient(
-      tf.where(tf.math.is_finite(logits), logits_grad,
-               tf.constant(float("nan"), logits_grad.dtype)))
   event_rank = logits.shape.rank - value.shape.rank
+  finite = tf.reduce_all(tf.math.is_finite(logits),
+                         axis=list(range(value.shape.rank, logits.shape.rank)))
+  logits_grad = tf.stop_gradient(logits_grad)
+
+  def with_event_axes(t):
+    return tf.reshape(t, tf.concat([tf.shape(t), [1] * event_rank], 0))
+
+  def nan_like(t):
+    return tf.fill(tf.shape(t), tf.constant(float("nan"), t.dtype))
 
   @tf.custom_gradient
-  def _estimator_term(logits_in):
+  def attach(value_in, logits_in):
     del logits_in
 
     def grad(upstream):
-      upstream = tf.reshape(
-          upstream, tf.concat([tf.shape(upstream), [1] * event_rank], 0))
-      return upstream * logits_grad
+      # Only where a bad element is actually used: 0 * NaN would otherwise
+      # poison gradients of slices and sums that leave it out.
+      poisoned = tf.logical_and(tf.logical_not(finite),
+                                tf.not_equal(upstream, 0))
+      d_value = tf.where(poisoned, nan_like(upstream), upstream)
+      d_logits = with_event_axes(upstream) * tf.where(
+          with_event_axes(finite), logits_grad, tf.zeros_like(logits_grad))
+      d_logits = tf.where(with_event_axes(poisoned), nan_like(d_logits),
+                          d_logits)
+      return d_value, d_logits
 
-    return tf.zeros_like(value), grad
+    return tf.where(finite, value_in, nan_like(value_in)), grad
 
-  return value + _estimator_term(logits)
+  return attach(value, logits)
 
 
 # --------------------------------------------------------------------------

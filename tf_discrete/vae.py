@@ -406,8 +406,9 @@ class BernoulliVAE(tf.Module):
   def _forward_pass(self, cfg, x, seed) -> "_ForwardPass":
     """One sample of every layer from q: the upstream samples of every
     layer's estimate, and the shared noise of ``shared_randomness``."""
-    uniforms = self._uniforms([x.shape[0], cfg.latent_dim], seed,
-                              cfg.num_layers)
+    seeds = _core.split_seed(seed, cfg.num_layers)
+    uniforms = [_core.uniform([x.shape[0], cfg.latent_dim], s, tf.float32)
+                for s in seeds]
     samples, logits = self.sample_chain(0, x, uniforms)
     inputs = [x] + samples[:-1]
     terms = None
@@ -417,7 +418,7 @@ class BernoulliVAE(tf.Module):
       pathwise = is_multi_sample_bound(cfg.estimator)
       terms = [self.layer_term(l, inputs[l], samples[l], logits[l], pathwise)
                for l in range(cfg.num_layers)]
-    return _ForwardPass(inputs, samples, logits, uniforms, terms)
+    return _ForwardPass(inputs, samples, logits, seeds, uniforms, terms)
 
   def _layer_estimate(self, cfg, forward, layer, seed) -> tf.Tensor:
     """Layer ``layer``'s estimate of the objective, ``[B]``.
@@ -429,6 +430,12 @@ class BernoulliVAE(tf.Module):
     pathwise = is_multi_sample_bound(cfg.estimator)
     separate = cfg.decoder_grad == SEPARATE_SAMPLE
     estimator_seed, resample_seed = _core.split_seed(seed, 2)
+    if cfg.shared_randomness:
+      # As in the original code: the layer's own draw is built on the same
+      # uniform as its forward sample (for a DisARM/ARM pair, the forward
+      # sample is the pair's second member), so every branch of every layer
+      # shares one noise per layer.
+      estimator_seed = forward.seeds[layer]
     upper = sum(forward.terms[:layer]) if layer else 0.0
     logits = forward.logits[layer]
 
@@ -458,12 +465,14 @@ class _ForwardPass:
   Attributes:
     inputs: the conditioning value of each layer: x, b_1, ..., b_{L-1}.
     samples, logits: b_l and the logits of q(b_l | inputs[l]), ``[B, D]``.
+    seeds: the stateless seed of each layer's noise.
     uniforms: the noise that drew ``samples``.
     terms: the layer terms t_l at this sample, or None when not needed.
   """
   inputs: List[tf.Tensor]
   samples: List[tf.Tensor]
   logits: List[tf.Tensor]
+  seeds: List[tf.Tensor]
   uniforms: List[tf.Tensor]
   terms: Optional[List[tf.Tensor]]
 
