@@ -381,15 +381,15 @@ class Estimator(abc.ABC):
   def check_options(self, options: Dict[str, Any]) -> None:
     """Rejects options this estimator does not understand; subclasses with
     options extend it to check their values."""
-    unknown = set(options) - set(self.option_names)
-    if unknown and not self.option_names:
+    unknown = sorted(set(options) - set(self.option_names))
+    if not unknown:
+      return
+    if not self.option_names:
       raise TypeError(
-          f"Estimator '{self.name}' takes no options, got "
-          f"{sorted(options)}.")
-    if unknown:
-      raise TypeError(
-          f"Estimator '{self.name}' got unknown options {sorted(unknown)}; "
-          f"it accepts: {', '.join(self.option_names)}.")
+          f"Estimator '{self.name}' takes no options, got {unknown}.")
+    raise TypeError(
+        f"Estimator '{self.name}' got unknown options {unknown}; "
+        f"it accepts: {', '.join(self.option_names)}.")
 
 
 class Registry:

@@ -330,9 +330,9 @@ class BernoulliVAE(tf.Module):
       below = b
     return total
 
-  def _uniforms(self, shape, seed, num):
-    return [_core.uniform(shape, s, tf.float32)
-            for s in _core.split_seed(seed, num)]
+  def _uniforms(self, shape, seeds):
+    """One float32 noise tensor of ``shape`` per seed (one per layer)."""
+    return [_core.uniform(shape, s, tf.float32) for s in seeds]
 
   # ------------------------------------------------------------------------
   # Evaluation and training.
@@ -347,7 +347,8 @@ class BernoulliVAE(tf.Module):
     else on ``[K, B, ...]``.
     """
     shape = [num_samples, x.shape[0], self.config.latent_dim]
-    uniforms = self._uniforms(shape, seed, self.config.num_layers)
+    uniforms = self._uniforms(
+        shape, _core.split_seed(seed, self.config.num_layers))
     samples, logits = self.sample_chain(0, x, uniforms)
     f = self.elbo_terms(0, x, samples, logits, pathwise_log_q=False)
     return _core.log_mean_exp(f, axis=0)
@@ -407,8 +408,7 @@ class BernoulliVAE(tf.Module):
     """One sample of every layer from q: the upstream samples of every
     layer's estimate, and the shared noise of ``shared_randomness``."""
     seeds = _core.split_seed(seed, cfg.num_layers)
-    uniforms = [_core.uniform([x.shape[0], cfg.latent_dim], s, tf.float32)
-                for s in seeds]
+    uniforms = self._uniforms([x.shape[0], cfg.latent_dim], seeds)
     samples, logits = self.sample_chain(0, x, uniforms)
     inputs = [x] + samples[:-1]
     terms = None
@@ -444,8 +444,8 @@ class BernoulliVAE(tf.Module):
       if cfg.shared_randomness:
         noise = forward.uniforms[layer + 1:]
       else:
-        noise = self._uniforms(branch.shape, resample_seed,
-                               cfg.num_layers - layer - 1)
+        noise = self._uniforms(branch.shape, _core.split_seed(
+            resample_seed, cfg.num_layers - layer - 1))
       deeper, deeper_logits = self.sample_chain(layer + 1, branch, noise)
       f = upper + self.elbo_terms(layer, forward.inputs[layer],
                                   [branch] + deeper, [logits] + deeper_logits,
