@@ -33,6 +33,8 @@ header names the machine.
 import dataclasses
 import fnmatch
 import json
+import os
+import re
 import resource
 import subprocess
 import sys
@@ -49,6 +51,7 @@ from experiments import binary_vae
 from experiments import categorical_vae
 from experiments import hardware
 from experiments import official_style
+from experiments import xla_profile
 from tf_discrete import _core
 from tf_discrete import bernoulli
 from tf_discrete import categorical
@@ -84,6 +87,11 @@ def define_flags():
   flags.DEFINE_bool("isolate", True, "One subprocess per case (per-case peak "
                     "memory).")
   flags.DEFINE_string("json", None, "Also write the rows to this JSON file.")
+  flags.DEFINE_string(
+      "profile_dir", None, "Also profile one call of each case's step and "
+      "bare pass into <profile_dir>/<case>/{step,bare} (TensorBoard traces) "
+      "and print their time by XLA instruction opcode (the processes get "
+      f"XLA_FLAGS={xla_profile.TRACE_FLAG}).")
   flags.DEFINE_string("worker", None, "Internal: time one case given as JSON.")
 
 
@@ -250,7 +258,8 @@ def evaluations_per_step(case: Case, trainer) -> int:
 
 
 def measure(case: Case, dataset: str, manual_dir: Optional[str],
-            steps: int, repeats: int, time_eval: bool) -> Dict[str, Any]:
+            steps: int, repeats: int, time_eval: bool,
+            profile_dir: Optional[str] = None) -> Dict[str, Any]:
   """Times ``case`` in this process; one row of the table."""
   binary = _BINARIES[case.family][0]
   if case.estimator in _EXPENSIVE:
@@ -289,6 +298,13 @@ def measure(case: Case, dataset: str, manual_dir: Optional[str],
     if case.has_official_yardstick:
       row.update(official_ms=1e3 * official_sec[0],
                  speedup_vs_official=official_sec[0] / step_sec)
+    if profile_dir:
+      where = os.path.join(profile_dir, re.sub(r"\W+", "_", case.label))
+      row["profile"] = {
+          name: dataclasses.asdict(xla_profile.profile(
+              fn, (n,), os.path.join(where, name), per=steps))
+          for name, fn, n in (("step", train_fn, num_steps),
+                              ("bare", bare, bare_steps))}
     if time_eval:
       trainer.evaluate(0)  # Compiles.
       start = time.perf_counter()
@@ -337,9 +353,11 @@ def format_official_table(rows: Sequence[Dict[str, Any]]) -> str:
 
 def _run_isolated(case: Case, args: Dict[str, Any]) -> Dict[str, Any]:
   spec = json.dumps({"case": dataclasses.asdict(case), **args})
+  env = (xla_profile.with_trace_flag(os.environ) if args.get("profile_dir")
+         else None)
   proc = subprocess.run(
       [sys.executable, "-m", "experiments.benchmark", f"--worker={spec}"],
-      capture_output=True, text=True, check=False)
+      capture_output=True, text=True, check=False, env=env)
   for line in reversed(proc.stdout.splitlines()):
     if line.startswith("{"):
       return json.loads(line)
@@ -363,6 +381,9 @@ def main(argv):
                    [int(n) for n in FLAGS.num_layers], FLAGS.decoder_grads)
   if not selected:
     raise app.UsageError("No case matches the flags.")
+  if FLAGS.profile_dir and not FLAGS.isolate:
+    # Read when XLA first compiles, which has not happened yet.
+    os.environ.update(xla_profile.with_trace_flag(os.environ))
   timed_eval = set()
   rows = []
   print(f"Machine: {machine()}; {len(selected)} cases.", flush=True)
@@ -370,7 +391,8 @@ def main(argv):
     model_key = (case.family, case.encoder_type, case.num_layers)
     args = dict(dataset=FLAGS.dataset, manual_dir=FLAGS.manual_dir,
                 steps=FLAGS.steps, repeats=FLAGS.repeats,
-                time_eval=FLAGS.eval and model_key not in timed_eval)
+                time_eval=FLAGS.eval and model_key not in timed_eval,
+                profile_dir=FLAGS.profile_dir)
     timed_eval.add(model_key)
     if FLAGS.isolate:
       row = _run_isolated(case, args)
@@ -383,6 +405,9 @@ def main(argv):
       print(f"{case.label}: {row['ms_per_step']:.2f} ms/step "
             f"(bare {row['bare_ms']:.2f} ms, x{row['ratio_to_bare']:.2f})",
             flush=True)
+      for name, found in row.get("profile", {}).items():
+        print(f"  {name} profile, per step: "
+              f"{xla_profile.Breakdown(**found).summary()}", flush=True)
   print(f"\nMachine: {machine()}\n")
   print(format_table(rows))
   official = format_official_table(rows)

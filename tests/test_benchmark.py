@@ -16,9 +16,11 @@ from absl import flags
 import numpy as np
 import pytest
 import tensorflow as tf
+from tensorflow.tsl.profiler.protobuf import xplane_pb2
 
 from experiments import benchmark
 from experiments import official_style
+from experiments import xla_profile
 from tf_discrete import bernoulli
 from tf_discrete import categorical
 
@@ -110,3 +112,76 @@ def test_unknown_family_is_a_usage_error():
       cwd=ROOT, capture_output=True, text=True, timeout=300)
   assert proc.returncode != 0
   assert "--families must be among" in proc.stderr
+
+
+_HLO = """HloModule m
+%body (p: (s32[], f32[4])) -> (s32[], f32[4]) {
+  %p = (s32[], f32[4]{0}) parameter(0)
+  %MatMul.7 = f32[4]{0} dot(f32[4,4]{1,0} %a, f32[4]{0} %b), lhs_contracting_dims={1}
+  ROOT %tuple.1 = (s32[], f32[4]{0}) tuple(s32[] %i, f32[4]{0} %MatMul.7)
+}
+ENTRY %main {
+  %while.3 = (s32[], f32[4]{0}) while((s32[], f32[4]{0}) %t), body=%body
+  %add_fusion = f32[4]{0} fusion(f32[4]{0} %x), kind=kLoop, calls=%f
+}
+"""
+
+
+def test_hlo_opcodes_reads_names_and_opcodes_including_tuple_shapes():
+  opcodes = xla_profile.hlo_opcodes(_HLO)
+  assert opcodes["MatMul.7"] == "dot"
+  assert opcodes["tuple.1"] == "tuple"
+  assert opcodes["while.3"] == "while"
+  assert opcodes["add_fusion"] == "fusion"
+  assert opcodes["p"] == "parameter"
+
+
+def test_event_durations_sum_every_thread(tmp_path):
+  space = xplane_pb2.XSpace()
+  plane = space.planes.add(name="/host:CPU")
+  plane.event_metadata[1].name = "MatMul.7"
+  plane.event_metadata[2].name = "add_fusion"
+  for thread, durations in enumerate([(3e9, 1e9), (2e9,)]):
+    line = plane.lines.add(id=thread)
+    for metadata_id, ps in zip((1, 2), durations):
+      line.events.add(metadata_id=metadata_id, duration_ps=int(ps))
+  path = tmp_path / "t.xplane.pb"
+  path.write_bytes(space.SerializeToString())
+  durations = xla_profile.event_durations(str(path))
+  assert durations == pytest.approx({"MatMul.7": 5e-3, "add_fusion": 1e-3})
+
+
+def test_with_trace_flag_appends_once():
+  env = xla_profile.with_trace_flag({"XLA_FLAGS": "--xla_foo=1"})
+  assert env["XLA_FLAGS"] == f"--xla_foo=1 {xla_profile.TRACE_FLAG}"
+  assert xla_profile.with_trace_flag(env) == env
+  assert xla_profile.with_trace_flag({})["XLA_FLAGS"] == xla_profile.TRACE_FLAG
+
+
+def test_untraced_breakdown_says_how_to_trace():
+  empty = xla_profile.Breakdown(wall_ms=1.0, per_opcode_ms={}, top=[],
+                                traced=False)
+  assert xla_profile.TRACE_FLAG in empty.summary()
+
+
+def test_profile_dir_breaks_the_step_down_by_opcode(tmp_path):
+  out, traces = tmp_path / "bench.json", tmp_path / "profile"
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+  env.pop("XLA_FLAGS", None)  # The command must add the trace flag itself.
+  proc = subprocess.run(
+      [sys.executable, "-m", "experiments.benchmark", "--dataset=synthetic",
+       "--families=bernoulli", "--estimators=rloo", "--encoder_types=linear",
+       "--num_layers=1", "--steps=5", "--repeats=1", "--noeval",
+       f"--profile_dir={traces}", f"--json={out}"],
+      cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert "step profile, per step: wall" in proc.stdout
+  profile = json.loads(out.read_text())["rows"][0]["profile"]
+  for name in ("step", "bare"):
+    found = profile[name]
+    assert found["traced"]
+    # The linear VAE's pass is matmuls: forward and two weight gradients.
+    assert found["per_opcode_ms"]["dot"] > 0
+    assert all(op != "while" for _, op, _ in found["top"])
+    assert list((traces / "bernoulli_rloo_linear_L1" / name).rglob(
+        "*.xplane.pb"))
