@@ -1142,7 +1142,11 @@ def _group_section(number, group, states, machine_ids, options, report_dir,
       f"- Seeds: {', '.join(map(str, seeds))}.",
       f"- Runs finished: {done} of {len(states)}.",
       f"- Wall time: {total_wall} in all (sum over runs, "
-      f"training and evaluation; per run in the table).",
+      f"training and evaluation; per run in the table). A run's wall time "
+      f"counts each launch from start to end, including time it shared the "
+      f"CPU with other runs or was paused for benchmarks (a pause inside a "
+      f"training call also lengthens `train ms/step`); the Speed section of "
+      f"the README has the uncontended step times.",
       f"- Machine: {', '.join(used) if used else 'none yet'} (see Machines).",
       "",
   ]
