@@ -76,7 +76,11 @@ class Breakdown:
   wall_ms: float
   per_opcode_ms: Dict[str, float]
   top: List[Tuple[str, str, float]]  # (instruction, opcode, ms), slowest first
-  traced: bool  # False: no instruction event (the trace flag was not set)
+
+  @property
+  def traced(self) -> bool:
+    """False when no instruction event came (the trace flag was not set)."""
+    return bool(self.top)
 
   def summary(self, top: int = 8) -> str:
     """One line of opcode totals, then the slowest instructions."""
@@ -126,4 +130,4 @@ def profile(fn: Callable, args: Sequence, logdir: str,
     instructions.append((name, opcode, ms))
   instructions.sort(key=lambda item: -item[2])
   return Breakdown(wall_ms=1e3 * wall / per, per_opcode_ms=dict(per_opcode),
-                   top=instructions[:keep], traced=bool(instructions))
+                   top=instructions[:keep])

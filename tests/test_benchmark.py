@@ -159,8 +159,8 @@ def test_with_trace_flag_appends_once():
 
 
 def test_untraced_breakdown_says_how_to_trace():
-  empty = xla_profile.Breakdown(wall_ms=1.0, per_opcode_ms={}, top=[],
-                                traced=False)
+  empty = xla_profile.Breakdown(wall_ms=1.0, per_opcode_ms={}, top=[])
+  assert not empty.traced
   assert xla_profile.TRACE_FLAG in empty.summary()
 
 
@@ -179,7 +179,7 @@ def test_profile_dir_breaks_the_step_down_by_opcode(tmp_path):
   profile = json.loads(out.read_text())["rows"][0]["profile"]
   for name in ("step", "bare"):
     found = profile[name]
-    assert found["traced"]
+    assert xla_profile.Breakdown(**found).traced
     # The linear VAE's pass is matmuls: forward and two weight gradients.
     assert found["per_opcode_ms"]["dot"] > 0
     assert all(op != "while" for _, op, _ in found["top"])
