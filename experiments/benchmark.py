@@ -8,16 +8,27 @@ For each case (estimator x encoder type x stochastic layers; categorical
 cases at V x C = 20 x 10, batch 200) it builds the trainer with the
 binary's own ``build_trainer`` (``experiments.binary_vae`` /
 ``experiments.categorical_vae``: the code path of a real run, not a copy),
-warms the compiled multi-step training loop up, and times calls of
-``--steps`` steps (best of ``--repeats``). Next to it, in the same process
-with the calls interleaved, it times the **bare pass**: an XLA-compiled
-forward+backward pass of the same networks at the same batch, the encoder
-once and the decoder on two samples, with no estimator, optimizer, data
-pipeline or bookkeeping. The ratio ``step / bare`` is the estimator's
-overhead over the floor of a two-evaluation step; ratios are what to
-compare across machines and runs (both numbers come from the same process,
-timed alternately). One-layer DisARM cases are also timed against the
-official-style step of ``experiments.official_style``.
+compiles the multi-step training loop, and times calls of ``--steps`` steps
+(by default as many as one call of a real run makes: 1,000 Bernoulli steps,
+one 250-step epoch of the categorical VAE), best of ``--repeats``. In the
+same process, the calls interleaved, it times two yardsticks of the same
+networks at the same batch:
+
+- the **bare pass**: an XLA-compiled forward+backward pass, the encoder
+  once and the decoder on two samples, with no estimator, optimizer, data
+  pipeline or bookkeeping; ``step / bare`` is the overhead over the floor
+  of a two-evaluation pass;
+- the **bare pass plus the update**: the same pass followed by the
+  optimizers' update of every weight (fresh optimizers configured like the
+  trainer's), the weights changing every step as in training: the floor
+  of a two-evaluation training step with these optimizers.
+  ``step / (bare + update)`` is what the estimator, the data and the
+  bookkeeping add to it.
+
+One-layer DisARM cases are also timed against RLOO with K = 2 (the same
+two evaluations, the same flags otherwise) and against the official-style
+step of ``experiments.official_style``. Ratios are what to compare across
+machines and runs: their numbers come from one process, timed alternately.
 
 Each case runs in its own subprocess (``--isolate``, the default) so that
 the peak memory column is that case's alone: the peak resident set size of
@@ -40,7 +51,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import (Any, Callable, Dict, List, Mapping, Optional,
+                    Sequence, Tuple)
 
 from absl import app
 from absl import flags
@@ -55,6 +67,7 @@ from experiments import xla_profile
 from tf_discrete import _core
 from tf_discrete import bernoulli
 from tf_discrete import categorical
+from tf_discrete import training
 from tf_discrete import vae
 
 FAMILIES = ("bernoulli", "categorical")
@@ -79,8 +92,11 @@ def define_flags():
       "Data of the timed runs (synthetic needs no files).")
   flags.DEFINE_string("manual_dir", None, "Raw data folder (default: "
                       "TF_DISCRETE_MANUAL_DIR).")
-  flags.DEFINE_integer("steps", 200, "Training steps per timed call (ARSM-"
-                       "type categorical cases use a tenth).", lower_bound=1)
+  flags.DEFINE_integer(
+      "steps", 0, "Training steps per timed call; 0: as many as one call of "
+      "a real run with the binary's defaults (the steps to its first log, "
+      "evaluation, checkpoint or epoch end). ARSM-type categorical cases use "
+      "a tenth.", lower_bound=0)
   flags.DEFINE_integer("repeats", 5, "Timed calls per case; the best counts.",
                        lower_bound=1)
   flags.DEFINE_bool("eval", True, "Also time one full evaluation per model.")
@@ -194,29 +210,93 @@ _BARE_ELBO = {"bernoulli": _bernoulli_bare_elbo,
               "categorical": _categorical_bare_elbo}
 
 
-def bare_loop(family: str, model, x: tf.Tensor) -> Callable[[tf.Tensor], Any]:
+def bare_loop(family: str, model, x: tf.Tensor,
+              updates: Optional[Mapping[str, Tuple[Any, Sequence[tf.Variable]]]]
+              = None) -> Callable[[tf.Tensor], Any]:
   """``n -> gradients``: n bare forward+backward passes in one XLA call.
 
   The pass: the ELBO of two samples from q (encoder once per image, decoder
   on both samples) and its gradient w.r.t. every trainable variable (the
-  pathwise gradient, including that of -log q). The gradients are summed
-  over the steps so that none of the work is dead code.
+  pathwise gradient, including that of -log q). The loop carries the last
+  pass's gradients out, so that none of the work is dead code and nothing
+  is added to it (summing them would cost a pass over every weight's size).
+
+  With ``updates`` (``{group: (optimizer, variables)}``, covering the
+  model's trainable variables) every pass also applies its gradient with
+  those optimizers: the floor of any training step of these networks, the
+  bare pass plus the parameter update, with weights that change every step
+  as they do in training.
   """
-  variables = model.trainable_variables
+  if updates is None:
+    variables = model.trainable_variables
+  else:
+    variables = [v for _, group in updates.values() for v in group]
   elbo = _BARE_ELBO[family]
+
+  def apply(grads):
+    start = 0
+    for optimizer, group in updates.values():
+      training.apply_gradients(optimizer, grads[start:start + len(group)],
+                               group)
+      start += len(group)
 
   @tf.function(jit_compile=True)
   def loop(num_steps):
-    def body(i, sums):
+    def body(i, _):
       with tf.GradientTape() as tape:
         loss = -tf.reduce_mean(elbo(model, x, tf.stack([i, 0])))
       grads = tape.gradient(loss, variables)
-      return i + 1, [s + g for s, g in zip(sums, grads)]
+      if updates is not None:
+        apply(grads)
+      return i + 1, grads
     return tf.while_loop(
         lambda i, _: i < num_steps, body,
         (tf.constant(0), [tf.zeros_like(v) for v in variables]))[1]
 
   return loop
+
+
+def fresh_updates(trainer) -> Dict[str, Tuple[Any, Sequence[tf.Variable]]]:
+  """A new optimizer like each of ``trainer``'s, built on its group."""
+  updates = {}
+  for name, optimizer in trainer.optimizers.items():
+    fresh = type(optimizer).from_config(optimizer.get_config())
+    fresh.build(trainer.groups[name])
+    updates[name] = (fresh, trainer.groups[name])
+  return updates
+
+
+def decoder_floor(trainer, jit_compile: bool = True
+                  ) -> Callable[[], tf.Tensor]:
+  """The evaluation's decoder-to-pixel layer alone, as one compiled call.
+
+  For every evaluation set, images x samples rows of binary codes go
+  through the decoder of the first stochastic layer (``decoder_logits(0,
+  .)``), in the chunks the evaluation uses, and the logits are summed: the
+  matmuls any evaluation of these bounds must do, without the encoder,
+  sampling or likelihood. Bernoulli VAE only. ``jit_compile=False`` runs
+  it as a TensorFlow graph instead (oneDNN matmuls on CPU).
+  """
+  model, config = trainer.model, trainer.config
+  plans = []
+  for eval_set in trainer.eval_sets:
+    num_images = int(eval_set.images.shape[0])
+    chunk = max(1, min(num_images, config.eval_rows // eval_set.num_samples))
+    plans.append((-(-num_images // chunk), chunk * eval_set.num_samples))
+  latent_dim = model.config.latent_dim
+
+  @tf.function(jit_compile=jit_compile)
+  def floor():
+    total = tf.constant(0.0)
+    for num_chunks, rows in plans:
+      pattern = tf.range(rows)[:, None] + tf.range(latent_dim)[None]
+      for c in tf.range(num_chunks):
+        # Codes that change with the chunk, so XLA cannot hoist the matmul.
+        codes = tf.cast((pattern + c) % 2, tf.float32)
+        total += tf.reduce_sum(model.decoder_logits(0, codes))
+    return total
+
+  return floor
 
 
 # ---------------------------------------------------------------------------
@@ -257,47 +337,73 @@ def evaluations_per_step(case: Case, trainer) -> int:
   return count + int(config.decoder_grad == vae.SEPARATE_SAMPLE)
 
 
+def _train_loop(binary, values: Dict[str, Any]):
+  """The binary's trainer for ``values`` and its compiled multi-step loop,
+  compiled by a first call; (trainer, loop, compile seconds)."""
+  trainer = binary.build_trainer(values)
+  start = time.perf_counter()
+  trainer._train_fn(tf.constant(1, tf.int64)).numpy()  # pylint: disable=protected-access
+  return (trainer, trainer._train_fn,  # pylint: disable=protected-access
+          time.perf_counter() - start)
+
+
 def measure(case: Case, dataset: str, manual_dir: Optional[str],
             steps: int, repeats: int, time_eval: bool,
             profile_dir: Optional[str] = None) -> Dict[str, Any]:
-  """Times ``case`` in this process; one row of the table."""
+  """Times ``case`` in this process; one row of the table.
+
+  Timed alternately (:func:`best_seconds`): the step; the bare pass; the
+  bare pass plus the optimizers' update; for one-layer DisARM also RLOO
+  with K = 2 (same evaluations, same flags otherwise) and the official-style
+  step.
+  """
   binary = _BINARIES[case.family][0]
-  if case.estimator in _EXPENSIVE:
-    steps = max(1, steps // 10)
   with tempfile.TemporaryDirectory() as logdir:
     values = case.flag_values(dataset, manual_dir, logdir)
-    trainer = binary.build_trainer(values)
+    trainer, train_fn, compile_sec = _train_loop(binary, values)
+    if not steps:
+      steps = trainer._steps_to_next_event(0)  # pylint: disable=protected-access
+    if case.estimator in _EXPENSIVE:
+      steps = max(1, steps // 10)
     num_steps = tf.constant(steps, tf.int64)
-    start = time.perf_counter()
-    trainer._train_fn(num_steps).numpy()  # pylint: disable=protected-access
-    compile_sec = time.perf_counter() - start
-    train_fn = trainer._train_fn  # pylint: disable=protected-access
     x = trainer._train_batch(  # pylint: disable=protected-access
         tf.constant(0, tf.int64), tf.constant([0, 1]))
     bare = bare_loop(case.family, trainer.model, x)
+    bare_update = bare_loop(case.family, trainer.model, x,
+                            fresh_updates(trainer))
     bare_steps = tf.constant(steps)
-    timed = [lambda: train_fn(num_steps).numpy(),
-             lambda: [g.numpy() for g in bare(bare_steps)]]
+    timed = {"step": lambda: train_fn(num_steps).numpy(),
+             "bare": lambda: [g.numpy() for g in bare(bare_steps)],
+             "bare_update": lambda: [g.numpy()
+                                     for g in bare_update(bare_steps)]}
     if case.has_official_yardstick:
+      _, rloo_fn, _ = _train_loop(
+          binary, dict(values, grad_type="rloo",
+                       logdir=os.path.join(logdir, "rloo")))
+      timed["rloo"] = lambda: rloo_fn(num_steps).numpy()
       official = official_style.OfficialStyleDisarm(
           case.encoder_type, trainer.model.train_mean.numpy())
       seed = tf.constant([0, 1])
-      timed.append(lambda: [official.step(x, seed)
-                            for _ in range(steps)][-1][0].numpy())
-    step_sec, bare_sec, *official_sec = [
-        t / steps for t in best_seconds(timed, repeats)]
+      timed["official"] = lambda: [official.step(x, seed)
+                                   for _ in range(steps)][-1][0].numpy()
+    sec = dict(zip(timed, (t / steps for t in
+                           best_seconds(list(timed.values()), repeats))))
     row = dict(
         case=case.label, family=case.family, estimator=case.estimator,
         encoder_type=case.encoder_type, num_layers=case.num_layers,
         decoder_grad=trainer.model.config.decoder_grad,
         batch_size=values["batch_size"],
         evaluations=evaluations_per_step(case, trainer),
-        ms_per_step=1e3 * step_sec, steps_per_sec=1 / step_sec,
-        bare_ms=1e3 * bare_sec, ratio_to_bare=step_sec / bare_sec,
+        ms_per_step=1e3 * sec["step"], steps_per_sec=1 / sec["step"],
+        bare_ms=1e3 * sec["bare"], ratio_to_bare=sec["step"] / sec["bare"],
+        bare_update_ms=1e3 * sec["bare_update"],
+        ratio_to_bare_update=sec["step"] / sec["bare_update"],
         compile_sec=compile_sec, timed_steps=steps)
     if case.has_official_yardstick:
-      row.update(official_ms=1e3 * official_sec[0],
-                 speedup_vs_official=official_sec[0] / step_sec)
+      row.update(rloo_ms=1e3 * sec["rloo"],
+                 ratio_to_rloo=sec["step"] / sec["rloo"],
+                 official_ms=1e3 * sec["official"],
+                 speedup_vs_official=sec["official"] / sec["step"])
     if profile_dir:
       where = os.path.join(profile_dir, re.sub(r"\W+", "_", case.label))
       row["profile"] = {
@@ -310,6 +416,10 @@ def measure(case: Case, dataset: str, manual_dir: Optional[str],
       start = time.perf_counter()
       trainer.evaluate(0)
       row["eval_sec"] = time.perf_counter() - start
+      if case.family == "bernoulli":
+        floors = [decoder_floor(trainer, jit) for jit in (True, False)]
+        row["eval_floor_sec"], row["eval_floor_graph_sec"] = best_seconds(
+            [lambda f=f: f().numpy() for f in floors], 1)
     row["peak_memory_mb"] = _peak_memory_mb()
   return row
 
@@ -322,31 +432,38 @@ def machine() -> str:
 def format_table(rows: Sequence[Dict[str, Any]]) -> str:
   """Markdown table of the rows."""
   head = ("| case | evals/step | ms/step | steps/s | bare ms | step/bare "
-          "| eval s | peak MB |")
-  lines = [head, "|" + "---|" * 8]
+          "| bare+update ms | step/(bare+update) | eval s "
+          "| eval decoder-only s (XLA / graph) | peak MB |")
+  lines = [head, "|" + "---|" * 11]
   for r in rows:
     if "error" in r:
-      lines.append(f"| {r['case']} | failed: {r['error']} |||||||")
+      lines.append(f"| {r['case']} | failed: {r['error']} ||||||||||")
       continue
     eval_sec = f"{r['eval_sec']:.1f}" if r.get("eval_sec") else ""
+    floor_sec = (f"{r['eval_floor_sec']:.1f} / {r['eval_floor_graph_sec']:.1f}"
+                 if r.get("eval_floor_sec") else "")
     memory = (f"{r['peak_memory_mb']:.0f}" if r.get("peak_memory_mb")
               else "")
     lines.append(
         f"| {r['case']} | {r['evaluations']} | {r['ms_per_step']:.2f} | "
         f"{r['steps_per_sec']:.0f} | {r['bare_ms']:.2f} | "
-        f"{r['ratio_to_bare']:.2f} | {eval_sec} | {memory} |")
+        f"{r['ratio_to_bare']:.2f} | {r['bare_update_ms']:.2f} | "
+        f"{r['ratio_to_bare_update']:.2f} | {eval_sec} | {floor_sec} "
+        f"| {memory} |")
   return "\n".join(lines)
 
 
 def format_official_table(rows: Sequence[Dict[str, Any]]) -> str:
-  """Markdown table of our step against the official-style step ("" if no
-  row was timed against it)."""
+  """Markdown table of DisARM against RLOO (K = 2) and the official-style
+  step, timed in the same process ("" if no row was)."""
   timed = [r for r in rows if "official_ms" in r]
   if not timed:
     return ""
-  lines = ["| case | ms/step | official-style ms/step | speed-up |",
-           "|---|---|---|---|"]
-  lines += [f"| {r['case']} | {r['ms_per_step']:.2f} | {r['official_ms']:.2f} "
+  lines = ["| case | ms/step | RLOO K=2 ms/step | DisARM/RLOO "
+           "| official-style ms/step | speed-up |",
+           "|---|---|---|---|---|---|"]
+  lines += [f"| {r['case']} | {r['ms_per_step']:.2f} | {r['rloo_ms']:.2f} "
+            f"| {r['ratio_to_rloo']:.2f} | {r['official_ms']:.2f} "
             f"| {r['speedup_vs_official']:.2f} |" for r in timed]
   return "\n".join(lines)
 
@@ -403,8 +520,9 @@ def main(argv):
       logging.error("%s failed: %s", case.label, row["error"])
     else:
       print(f"{case.label}: {row['ms_per_step']:.2f} ms/step "
-            f"(bare {row['bare_ms']:.2f} ms, x{row['ratio_to_bare']:.2f})",
-            flush=True)
+            f"(bare {row['bare_ms']:.2f} ms, x{row['ratio_to_bare']:.2f}; "
+            f"bare+update {row['bare_update_ms']:.2f} ms, "
+            f"x{row['ratio_to_bare_update']:.2f})", flush=True)
       for name, found in row.get("profile", {}).items():
         print(f"  {name} profile, per step: "
               f"{xla_profile.Breakdown(**found).summary()}", flush=True)
@@ -412,9 +530,10 @@ def main(argv):
   print(format_table(rows))
   official = format_official_table(rows)
   if official:
-    print("\nAgainst the official-style step (experiments/official_style.py:"
-          " Keras Dense, no XLA, one step per Python call, three decoder "
-          "passes):\n")
+    print("\nOne-layer DisARM against RLOO with K = 2 (same evaluations) and "
+          "the official-style step (experiments/official_style.py: Keras "
+          "Dense, no XLA, one step per Python call, three decoder passes), "
+          "timed in the same process:\n")
     print(official)
   if FLAGS.json:
     with open(FLAGS.json, "w") as f:

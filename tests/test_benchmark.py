@@ -6,6 +6,7 @@ speed depends on, and what a TPU needs), and that the benchmark's bare pass,
 rows and table are well formed.
 """
 
+import dataclasses
 import json
 import math
 import os
@@ -53,7 +54,8 @@ def test_cases_cover_every_estimator_and_skip_invalid_runs():
 def test_compiled_step_runs(case):
   row = benchmark.measure(case, dataset="synthetic", manual_dir=None,
                           steps=2, repeats=1, time_eval=False)
-  for key in ("ms_per_step", "bare_ms", "ratio_to_bare", "peak_memory_mb"):
+  for key in ("ms_per_step", "bare_ms", "ratio_to_bare", "bare_update_ms",
+              "ratio_to_bare_update", "peak_memory_mb"):
     assert math.isfinite(row[key]) and row[key] > 0, (key, row)
   layers = case.num_layers
   per_layer = (bernoulli if case.family == "bernoulli" else categorical).get(
@@ -64,6 +66,78 @@ def test_compiled_step_runs(case):
   assert row["evaluations"] == per_layer * layers + extra
   if case.has_official_yardstick:
     assert row["official_ms"] > 0 and row["speedup_vs_official"] > 0
+    assert row["rloo_ms"] > 0
+    assert row["ratio_to_rloo"] == pytest.approx(
+        row["ms_per_step"] / row["rloo_ms"])
+  else:
+    assert "rloo_ms" not in row
+
+
+def _synthetic_trainer(tmp_path, estimator="disarm"):
+  case = benchmark.Case("bernoulli", estimator, "linear")
+  values = case.flag_values("synthetic", None, str(tmp_path))
+  trainer = benchmark.binary_vae.build_trainer(values)
+  x = trainer._train_batch(tf.constant(0, tf.int64), tf.constant([0, 1]))
+  return trainer, x
+
+
+def test_bare_pass_returns_the_last_gradient_and_leaves_weights(tmp_path):
+  trainer, x = _synthetic_trainer(tmp_path)
+  model = trainer.model
+  before = [v.numpy().copy() for v in model.trainable_variables]
+  grads = benchmark.bare_loop("bernoulli", model, x)(tf.constant(3))
+  with tf.GradientTape() as tape:
+    loss = -tf.reduce_mean(benchmark._bernoulli_bare_elbo(
+        model, x, tf.constant([2, 0])))
+  expected = tape.gradient(loss, model.trainable_variables)
+  for g, e in zip(grads, expected):
+    np.testing.assert_allclose(g.numpy(), e.numpy(), rtol=1e-4, atol=1e-6)
+  for b, v in zip(before, model.trainable_variables):
+    np.testing.assert_array_equal(b, v.numpy())
+
+
+def test_bare_update_applies_fresh_optimizers_to_every_group(tmp_path):
+  trainer, x = _synthetic_trainer(tmp_path)
+  updates = benchmark.fresh_updates(trainer)
+  assert set(updates) == set(trainer.optimizers)
+  before = [v.numpy().copy() for v in trainer.model.trainable_variables]
+  benchmark.bare_loop("bernoulli", trainer.model, x, updates)(tf.constant(2))
+  for name, (optimizer, group) in updates.items():
+    assert optimizer is not trainer.optimizers[name]
+    assert optimizer.get_config() == trainer.optimizers[name].get_config()
+    assert int(optimizer.iterations.numpy()) == 2
+    assert int(trainer.optimizers[name].iterations.numpy()) == 0
+    assert [v.name for v in group] == [v.name for v in trainer.groups[name]]
+  moved = [np.any(b != v.numpy())
+           for b, v in zip(before, trainer.model.trainable_variables)]
+  assert all(moved)
+
+
+def test_decoder_floor_sums_the_decoder_over_every_evaluated_row(tmp_path):
+  trainer, _ = _synthetic_trainer(tmp_path)
+  trainer.config = dataclasses.replace(trainer.config, eval_rows=700)
+  model = trainer.model
+  expected = 0.0
+  for eval_set in trainer.eval_sets:
+    num_images = eval_set.images.shape[0]
+    chunk = max(1, min(num_images, 700 // eval_set.num_samples))
+    rows = chunk * eval_set.num_samples
+    for c in range(-(-num_images // chunk)):
+      codes = (np.arange(rows)[:, None] + np.arange(200)[None] + c) % 2
+      expected += float(tf.reduce_sum(model.decoder_logits(
+          0, tf.constant(codes, tf.float32))))
+  for jit_compile in (True, False):
+    assert float(benchmark.decoder_floor(trainer, jit_compile)()) == (
+        pytest.approx(expected, rel=1e-4))
+
+
+def test_default_steps_are_one_call_of_a_real_run():
+  # Synthetic data: 2,000 images, batch 50, so a real run's calls stop at
+  # each 40-step epoch.
+  row = benchmark.measure(benchmark.Case("bernoulli", "reinforce", "linear"),
+                          dataset="synthetic", manual_dir=None, steps=0,
+                          repeats=1, time_eval=False)
+  assert row["timed_steps"] == 40
 
 
 def test_official_style_step_trains_every_group():
@@ -97,7 +171,10 @@ def test_table_and_json_from_the_command(tmp_path):
   assert "Machine:" in proc.stdout
   rows = json.loads(out.read_text())["rows"]
   assert len(rows) == 1 and rows[0]["eval_sec"] > 0
-  assert "| case | ms/step | official-style ms/step | speed-up |" in proc.stdout
+  assert rows[0]["eval_floor_sec"] > 0 and rows[0]["eval_floor_graph_sec"] > 0
+  assert ("| case | ms/step | RLOO K=2 ms/step | DisARM/RLOO "
+          "| official-style ms/step | speed-up |") in proc.stdout
+  assert "| bare+update ms | step/(bare+update) |" in proc.stdout
 
 
 def test_importing_defines_no_global_flag():
