@@ -136,8 +136,9 @@ class Case:
   decoder_grad: Optional[str] = None
 
   @property
-  def has_official_yardstick(self) -> bool:
-    """One-layer DisARM: also timed against the official-style step."""
+  def has_yardsticks(self) -> bool:
+    """One-layer DisARM: also timed against RLOO (K = 2) and the
+    official-style step."""
     return (self.family == "bernoulli" and self.estimator == "disarm"
             and self.num_layers == 1
             and self.decoder_grad in (None, vae.ESTIMATOR_SAMPLES))
@@ -215,6 +216,9 @@ def bare_loop(family: str, model, x: tf.Tensor,
               = None) -> Callable[[tf.Tensor], Any]:
   """``n -> gradients``: n bare forward+backward passes in one XLA call.
 
+  The gradients come as a list over ``model.trainable_variables``, or with
+  ``updates`` as ``{group: list}``.
+
   The pass: the ELBO of two samples from q (encoder once per image, decoder
   on both samples) and its gradient w.r.t. every trainable variable (the
   pathwise gradient, including that of -log q). The loop carries the last
@@ -227,18 +231,10 @@ def bare_loop(family: str, model, x: tf.Tensor,
   bare pass plus the parameter update, with weights that change every step
   as they do in training.
   """
-  if updates is None:
-    variables = model.trainable_variables
-  else:
-    variables = [v for _, group in updates.values() for v in group]
+  updates = updates or {}
+  variables = ({name: list(group) for name, (_, group) in updates.items()}
+               if updates else model.trainable_variables)
   elbo = _BARE_ELBO[family]
-
-  def apply(grads):
-    start = 0
-    for optimizer, group in updates.values():
-      training.apply_gradients(optimizer, grads[start:start + len(group)],
-                               group)
-      start += len(group)
 
   @tf.function(jit_compile=True)
   def loop(num_steps):
@@ -246,12 +242,12 @@ def bare_loop(family: str, model, x: tf.Tensor,
       with tf.GradientTape() as tape:
         loss = -tf.reduce_mean(elbo(model, x, tf.stack([i, 0])))
       grads = tape.gradient(loss, variables)
-      if updates is not None:
-        apply(grads)
+      for name, (optimizer, group) in updates.items():
+        training.apply_gradients(optimizer, grads[name], group)
       return i + 1, grads
     return tf.while_loop(
         lambda i, _: i < num_steps, body,
-        (tf.constant(0), [tf.zeros_like(v) for v in variables]))[1]
+        (tf.constant(0), tf.nest.map_structure(tf.zeros_like, variables)))[1]
 
   return loop
 
@@ -277,19 +273,16 @@ def decoder_floor(trainer, jit_compile: bool = True
   sampling or likelihood. Bernoulli VAE only. ``jit_compile=False`` runs
   it as a TensorFlow graph instead (oneDNN matmuls on CPU).
   """
-  model, config = trainer.model, trainer.config
-  plans = []
-  for eval_set in trainer.eval_sets:
-    num_images = int(eval_set.images.shape[0])
-    chunk = max(1, min(num_images, config.eval_rows // eval_set.num_samples))
-    plans.append((-(-num_images // chunk), chunk * eval_set.num_samples))
+  model = trainer.model
+  plans = [(trainer.eval_chunks(s), s.num_samples) for s in trainer.eval_sets]
   latent_dim = model.config.latent_dim
 
   @tf.function(jit_compile=jit_compile)
   def floor():
     total = tf.constant(0.0)
-    for num_chunks, rows in plans:
-      pattern = tf.range(rows)[:, None] + tf.range(latent_dim)[None]
+    for (chunk, num_chunks), num_samples in plans:
+      pattern = (tf.range(chunk * num_samples)[:, None]
+                 + tf.range(latent_dim)[None])
       for c in tf.range(num_chunks):
         # Codes that change with the chunk, so XLA cannot hoist the matmul.
         codes = tf.cast((pattern + c) % 2, tf.float32)
@@ -337,6 +330,11 @@ def evaluations_per_step(case: Case, trainer) -> int:
   return count + int(config.decoder_grad == vae.SEPARATE_SAMPLE)
 
 
+def _fetch(tensors):
+  """Host copies of a nest of tensors (waits for them)."""
+  return tf.nest.map_structure(lambda t: t.numpy(), tensors)
+
+
 def _train_loop(binary, values: Dict[str, Any]):
   """The binary's trainer for ``values`` and its compiled multi-step loop,
   compiled by a first call; (trainer, loop, compile seconds)."""
@@ -373,10 +371,9 @@ def measure(case: Case, dataset: str, manual_dir: Optional[str],
                             fresh_updates(trainer))
     bare_steps = tf.constant(steps)
     timed = {"step": lambda: train_fn(num_steps).numpy(),
-             "bare": lambda: [g.numpy() for g in bare(bare_steps)],
-             "bare_update": lambda: [g.numpy()
-                                     for g in bare_update(bare_steps)]}
-    if case.has_official_yardstick:
+             "bare": lambda: _fetch(bare(bare_steps)),
+             "bare_update": lambda: _fetch(bare_update(bare_steps))}
+    if case.has_yardsticks:
       _, rloo_fn, _ = _train_loop(
           binary, dict(values, grad_type="rloo",
                        logdir=os.path.join(logdir, "rloo")))
@@ -399,7 +396,7 @@ def measure(case: Case, dataset: str, manual_dir: Optional[str],
         bare_update_ms=1e3 * sec["bare_update"],
         ratio_to_bare_update=sec["step"] / sec["bare_update"],
         compile_sec=compile_sec, timed_steps=steps)
-    if case.has_official_yardstick:
+    if case.has_yardsticks:
       row.update(rloo_ms=1e3 * sec["rloo"],
                  ratio_to_rloo=sec["step"] / sec["rloo"],
                  official_ms=1e3 * sec["official"],

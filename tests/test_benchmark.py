@@ -64,7 +64,7 @@ def test_compiled_step_runs(case):
   extra = 1 if (case.decoder_grad == "separate_sample"
                 or case.family == "categorical") else 0
   assert row["evaluations"] == per_layer * layers + extra
-  if case.has_official_yardstick:
+  if case.has_yardsticks:
     assert row["official_ms"] > 0 and row["speedup_vs_official"] > 0
     assert row["rloo_ms"] > 0
     assert row["ratio_to_rloo"] == pytest.approx(

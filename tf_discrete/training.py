@@ -582,11 +582,17 @@ class Trainer:
                              (tf.constant(0, num_steps.dtype), 0.0))
     return total / tf.cast(tf.maximum(num_steps, 1), tf.float32)
 
+  def eval_chunks(self, eval_set: EvalSet) -> Tuple[int, int]:
+    """(images per chunk, chunks) of ``eval_set``'s evaluation: as many
+    images as fit ``eval_rows`` sample-rows, at least one."""
+    num_images = int(eval_set.images.shape[0])
+    chunk = max(1, min(num_images,
+                       self.config.eval_rows // eval_set.num_samples))
+    return chunk, -(-num_images // chunk)
+
   def _make_eval_replica(self, index, eval_set):
     num_images = int(eval_set.images.shape[0])
-    chunk = max(1, min(num_images, self.config.eval_rows //
-                       eval_set.num_samples))
-    num_chunks = -(-num_images // chunk)
+    chunk, num_chunks = self.eval_chunks(eval_set)
     images = self._eval_images[index]
 
     def replica_fn(seed):
