@@ -98,6 +98,7 @@ class Group:
   default_steps: int
   eval_every: int
   description: str
+  seeds: Tuple[int, ...] = (0, 1, 2)
   # Curves drawn per setting: (metrics.jsonl key, axis label, log scale).
   curves: Tuple[Tuple[str, str, bool], ...] = (
       ("train_elbo", "train ELBO (nats)", False),
@@ -119,6 +120,8 @@ class Variant:
   evaluations: str
   module: str
   flags: Mapping[str, Any]
+  # Data sets of this variant when not all of its group's.
+  datasets: Optional[Tuple[str, ...]] = None
 
 
 GROUPS = (
@@ -166,7 +169,18 @@ GROUPS = (
           "flags, decoder trained on a separate sample (the binary's "
           "default, the same for every estimator). Evaluations per step: "
           "RLOO K = C = 10 (its default) and K = 2, ARSM and ARSM+ 46 "
-          "(distinct pseudo-actions), stick-breaking DisARM 2."),
+          "(distinct pseudo-actions), stick-breaking DisARM 2.",
+          seeds=(0,)),
+    Group("paper",
+          "The papers' length: 1,000,000 steps, nonlinear, one stochastic "
+          "layer",
+          ("dynamic_mnist", "fashion_mnist", "omniglot"), 1_000_000, 25_000,
+          "The official DisARM README command, unchanged but for the module "
+          "name, run to the papers' 1,000,000 steps: nonlinear DisARM on all "
+          "three data sets, RLOO (K = 2) and ARM on dynamic MNIST. Batch 50, "
+          "`--demean_input --initialize_with_bias`, decoder and prior "
+          "trained on the estimator's samples.",
+          seeds=(0,)),
 )
 GROUP_BY_NAME = {g.name: g for g in GROUPS}
 
@@ -219,6 +233,15 @@ STUDY = (
             dict(grad_type="arsm_plus", **CATEGORICAL_20X10)),
     Variant("categorical", "20x10", "disarm_sb", "DisARM-SB", "2",
             CATEGORICAL, dict(grad_type="disarm_sb", **CATEGORICAL_20X10)),
+    # 5. The papers' length.
+    Variant("paper", "nonlinear", "disarm", "DisARM", "2", BINARY,
+            dict(grad_type="disarm", encoder_type="nonlinear", **OFFICIAL)),
+    Variant("paper", "nonlinear", "rloo", "RLOO (K=2)", "2", BINARY,
+            dict(grad_type="rloo", encoder_type="nonlinear", **OFFICIAL),
+            datasets=("dynamic_mnist",)),
+    Variant("paper", "nonlinear", "arm", "ARM", "2", BINARY,
+            dict(grad_type="arm", encoder_type="nonlinear", **OFFICIAL),
+            datasets=("dynamic_mnist",)),
 )
 
 SETTING_LABELS = {"linear": "linear", "nonlinear": "nonlinear", "L2": "L = 2",
@@ -308,7 +331,7 @@ class Options:
   eval_every: Optional[int] = None
   only: Sequence[str] = ()
   datasets: Optional[Sequence[str]] = None
-  seeds: Sequence[int] = (0,)
+  seeds: Optional[Sequence[int]] = None
   dry_run: bool = False
   report_only: bool = False
   jobs: int = 1
@@ -374,7 +397,10 @@ def study_runs(options: Options) -> List[Run]:
     datasets = tuple(options.datasets or group.datasets)
     for dataset in datasets:
       for variant in (v for v in STUDY if v.group == group.name):
-        for seed in options.seeds:
+        if variant.datasets and dataset not in variant.datasets:
+          continue
+        for seed in (group.seeds if options.seeds is None else
+                     options.seeds):
           name = f"{dataset}-{variant.setting}-{variant.arm}-seed{seed}"
           runs.append(Run(
               variant, dataset, int(seed), int(options.steps[group.name]),
@@ -1228,7 +1254,10 @@ def define_flags(fv: flags.FlagValues = flags.FLAGS):
                     flag_values=fv)
   flags.DEFINE_list("datasets", None, "Data sets of every table instead of "
                     "the study's (e.g. synthetic, for tests).", flag_values=fv)
-  flags.DEFINE_list("seeds", ["0"], "Seeds of every run.", flag_values=fv)
+  flags.DEFINE_list("seeds", None, "Seeds of every run instead of each "
+                    "table's own (" + ", ".join(
+                        f"{g.name} {','.join(map(str, g.seeds))}"
+                        for g in GROUPS) + ").", flag_values=fv)
   flags.DEFINE_bool("dry_run", False, "Print the commands of the runs that "
                     "would be launched; launch nothing, write nothing.",
                     flag_values=fv)
@@ -1246,7 +1275,8 @@ def define_flags(fv: flags.FlagValues = flags.FLAGS):
 def options_from_flags(fv: flags.FlagValues = flags.FLAGS,
                        argv: Sequence[str] = ()) -> Options:
   try:
-    seeds = tuple(int(s) for s in fv.seeds)
+    seeds = (None if fv.seeds is None else
+             tuple(int(s) for s in fv.seeds))
   except ValueError as e:
     raise app.UsageError(f"--seeds takes integers: {fv.seeds}") from e
   return Options(
