@@ -2,12 +2,12 @@
 PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
-# Offline raw data beside the checkout, when present (README, "Data").
+# Offline raw data beside the checkout, when present (docs/data.md).
 SHARED_DATA := $(abspath ../shared/data)
 export TF_DISCRETE_MANUAL_DIR ?= $(if $(wildcard $(SHARED_DATA)),$(SHARED_DATA),)
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: venv demo layers-demo benchmark study report test test-all clean
+.PHONY: venv demo layers-demo benchmark study report test test-all mutants clean
 
 $(BIN)/.installed: setup.py
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found; set PYTHON=..."; exit 1; }
@@ -23,7 +23,7 @@ venv: $(BIN)/.installed
 # runs/demo (metrics.jsonl, summary.json, curves.png, checkpoints).
 DEMO_STEPS ?= 5000
 demo: venv
-	$(BIN)/python -m experiments.binary_vae --dataset=dynamic_mnist \
+	$(BIN)/python -m experiments.bernoulli_vae --dataset=dynamic_mnist \
 	  --grad_type=disarm --encoder_type=nonlinear --demean_input \
 	  --initialize_with_bias --num_steps=$(DEMO_STEPS) \
 	  --eval_every=$(DEMO_STEPS) --logdir=runs/demo
@@ -32,7 +32,7 @@ demo: venv
 layers-demo: venv
 	$(BIN)/python -m experiments.demo
 
-# The README's speed table: every estimator's training step vs the bare
+# docs/performance.md's speed table: every estimator's training step vs the bare
 # forward+backward pass, one subprocess per case (about 20 minutes here).
 benchmark: venv
 	$(BIN)/python -m experiments.benchmark --json=runs/benchmark.json
@@ -40,10 +40,10 @@ benchmark: venv
 # The study behind docs/results.md (hours; resumable: rerun to go on), and
 # the report alone from whatever runs exist.
 study: venv
-	$(BIN)/python -m experiments.reproduce
+	$(BIN)/python -m experiments.study
 
 report: venv
-	$(BIN)/python -m experiments.reproduce --report_only
+	$(BIN)/python -m experiments.study --report_only
 
 # The default test suite (long studies are marked `slow` and run with test-all).
 test: venv
@@ -51,6 +51,11 @@ test: venv
 
 test-all: venv
 	$(BIN)/python -m pytest -q tests
+
+# The mutation check of the suite: known bugs applied one at a time to a
+# scratch copy; every one must make its tests fail (docs/testing.md).
+mutants: venv
+	$(BIN)/python -m tests.mutants
 
 clean:
 	rm -rf $(VENV) *.egg-info

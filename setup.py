@@ -8,8 +8,9 @@ setuptools.setup(
     description=("Keras 3 layers and estimators (REINFORCE, RLOO, ARM, DisARM, "
                  "VIMCO, ARSM, coupled categorical DisARM) for discrete "
                  "latent variables, with VAE experiment binaries."),
-    packages=setuptools.find_packages(include=["tf_discrete", "tf_discrete.*",
-                                               "experiments", "experiments.*"]),
+    # The library only: the experiment binaries (experiments/) run from a
+    # checkout, so nothing but the tf_discrete namespace is installed.
+    packages=setuptools.find_packages(include=["tf_discrete", "tf_discrete.*"]),
     python_requires=">=3.10",
     install_requires=[
         # Keras 3 ships with TensorFlow >= 2.16; tf_keras is deliberately not

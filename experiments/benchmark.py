@@ -6,7 +6,7 @@ r"""Times the training step of the VAE binaries, estimator by estimator.
 
 For each case (estimator x encoder type x stochastic layers; categorical
 cases at V x C = 20 x 10, batch 200) it builds the trainer with the
-binary's own ``build_trainer`` (``experiments.binary_vae`` /
+binary's own ``build_trainer`` (``experiments.bernoulli_vae`` /
 ``experiments.categorical_vae``: the code path of a real run, not a copy),
 compiles the multi-step training loop, and times calls of ``--steps`` steps
 (by default as many as one call of a real run makes: 1,000 Bernoulli steps,
@@ -54,76 +54,74 @@ import time
 from typing import (Any, Callable, Dict, List, Mapping, Optional,
                     Sequence, Tuple)
 
-from absl import app
-from absl import flags
 from absl import logging
 import tensorflow as tf
 
-from experiments import binary_vae
+from experiments import bernoulli_vae
+from experiments import cli
 from experiments import categorical_vae
 from experiments import hardware
 from experiments import official_style
 from experiments import xla_profile
+from experiments.cli import Flag
+from experiments.models import networks
+from experiments.training import step as training_step
 from tf_discrete import _core
 from tf_discrete import bernoulli
 from tf_discrete import categorical
-from tf_discrete import training
-from tf_discrete import vae
 
 FAMILIES = ("bernoulli", "categorical")
 
-def define_flags():
-  """Defines the command's flags (only when it runs as the program, so that
-  importing this module, e.g. in tests beside the VAE binaries, defines no
-  global flag)."""
-  flags.DEFINE_list("families", list(FAMILIES), "Families to time.")
-  flags.DEFINE_list("estimators", ["*"],
-                    "Estimator names or glob patterns (both families).")
-  flags.DEFINE_list("encoder_types", list(vae.ENCODER_TYPES),
-                    "Encoder/decoder types.")
-  flags.DEFINE_list("num_layers", ["1", "4"],
-                    "Stochastic layers of the Bernoulli VAE.")
-  flags.DEFINE_list("decoder_grads", [vae.ESTIMATOR_SAMPLES],
-                    "Decoder-gradient protocols of the Bernoulli VAE to time "
-                    f"({', '.join(vae.DECODER_GRADS)}).")
-  flags.DEFINE_enum(
-      "dataset", "dynamic_mnist",
-      ["dynamic_mnist", "fashion_mnist", "omniglot", "synthetic"],
-      "Data of the timed runs (synthetic needs no files).")
-  flags.DEFINE_string("manual_dir", None, "Raw data folder (default: "
-                      "TF_DISCRETE_MANUAL_DIR).")
-  flags.DEFINE_integer(
-      "steps", 0, "Training steps per timed call; 0: as many as one call of "
-      "a real run with the binary's defaults (the steps to its first log, "
-      "evaluation, checkpoint or epoch end). ARSM-type categorical cases use "
-      "a tenth.", lower_bound=0)
-  flags.DEFINE_integer("repeats", 5, "Timed calls per case; the best counts.",
-                       lower_bound=1)
-  flags.DEFINE_bool("eval", True, "Also time one full evaluation per model.")
-  flags.DEFINE_bool("isolate", True, "One subprocess per case (per-case peak "
-                    "memory).")
-  flags.DEFINE_string("json", None, "Also write the rows to this JSON file.")
-  flags.DEFINE_string(
-      "profile_dir", None, "Also profile one call of each case's step and "
-      "bare pass into <profile_dir>/<case>/{step,bare} (TensorBoard traces) "
-      "and print their time by XLA instruction opcode (the processes get "
-      f"XLA_FLAGS={xla_profile.TRACE_FLAG}).")
-  flags.DEFINE_string("worker", None, "Internal: time one case given as JSON.")
+FLAG_SPECS = {
+    "families": Flag("list", list(FAMILIES), "Families to time."),
+    "estimators": Flag("list", ["*"],
+                       "Estimator names or glob patterns (both families)."),
+    "encoder_types": Flag("list", list(networks.ENCODER_TYPES),
+                          "Encoder/decoder types."),
+    "num_layers": Flag("list", ["1", "4"],
+                       "Stochastic layers of the Bernoulli VAE."),
+    "decoder_grads": Flag(
+        "list", [networks.ESTIMATOR_SAMPLES],
+        "Decoder-gradient protocols of the Bernoulli VAE to time "
+        f"({', '.join(networks.DECODER_GRADS)})."),
+    "dataset": Flag(
+        "enum", "dynamic_mnist",
+        "Data of the timed runs (synthetic needs no files).",
+        dict(enum_values=["dynamic_mnist", "fashion_mnist", "omniglot",
+                          "synthetic"])),
+    "manual_dir": Flag("string", None, "Raw data folder (default: "
+                       "TF_DISCRETE_MANUAL_DIR)."),
+    "steps": Flag(
+        "integer", 0, "Training steps per timed call; 0: as many as one call "
+        "of a real run with the binary's defaults (the steps to its first "
+        "log, evaluation, checkpoint or epoch end). Estimators of more than "
+        "10 evaluations per step use a tenth.", dict(lower_bound=0)),
+    "repeats": Flag("integer", 5, "Timed calls per case; the best counts.",
+                    dict(lower_bound=1)),
+    "eval": Flag("bool", True, "Also time one full evaluation per model."),
+    "isolate": Flag("bool", True,
+                    "One subprocess per case (per-case peak memory)."),
+    "json": Flag("string", None, "Also write the rows to this JSON file."),
+    "profile_dir": Flag(
+        "string", None, "Also profile one call of each case's step and bare "
+        "pass into <profile_dir>/<case>/{step,bare} (TensorBoard traces) and "
+        "print their time by XLA instruction opcode (the processes get "
+        f"XLA_FLAGS={xla_profile.TRACE_FLAG})."),
+    "worker": Flag("string", None, "Internal: time one case given as JSON."),
+}
 
-
-FLAGS = flags.FLAGS
 
 #: Per family: the binary, the estimator registry, the batch of the
 #: protocol, and fixed flags of the timed runs.
 _BINARIES = {
-    "bernoulli": (binary_vae, bernoulli, 50,
+    "bernoulli": (bernoulli_vae, bernoulli, 50,
                   dict(demean_input=True, initialize_with_bias=True)),
     "categorical": (categorical_vae, categorical, 200,
                     dict(demean_input=True, initialize_with_bias=True,
                          one_hot=True, num_variables=20, num_categories=10)),
 }
-#: Estimators whose step costs tens of objective evaluations.
-_EXPENSIVE = ("ars", "ars_plus", "arsm", "arsm_plus")
+# Cases of more evaluations per step time a tenth of the steps per call.
+_MANY_EVALUATIONS = 10
 
 
 @dataclasses.dataclass(frozen=True)
@@ -141,13 +139,13 @@ class Case:
     official-style step."""
     return (self.family == "bernoulli" and self.estimator == "disarm"
             and self.num_layers == 1
-            and self.decoder_grad in (None, vae.ESTIMATOR_SAMPLES))
+            and self.decoder_grad in (None, networks.ESTIMATOR_SAMPLES))
 
   @property
   def label(self) -> str:
     layers = f" L{self.num_layers}" if self.family == "bernoulli" else ""
     grad = (f" ({self.decoder_grad})"
-            if self.decoder_grad == vae.SEPARATE_SAMPLE else "")
+            if self.decoder_grad == networks.SEPARATE_SAMPLE else "")
     return f"{self.family} {self.estimator} {self.encoder_type}{layers}{grad}"
 
   def flag_values(self, dataset: str, manual_dir: Optional[str],
@@ -243,7 +241,7 @@ def bare_loop(family: str, model, x: tf.Tensor,
         loss = -tf.reduce_mean(elbo(model, x, tf.stack([i, 0])))
       grads = tape.gradient(loss, variables)
       for name, (optimizer, group) in updates.items():
-        training.apply_gradients(optimizer, grads[name], group)
+        training_step.apply_gradients(optimizer, grads[name], group)
       return i + 1, grads
     return tf.while_loop(
         lambda i, _: i < num_steps, body,
@@ -274,7 +272,7 @@ def decoder_floor(trainer, jit_compile: bool = True
   it as a TensorFlow graph instead (oneDNN matmuls on CPU).
   """
   model = trainer.model
-  plans = [(trainer.eval_chunks(s), s.num_samples) for s in trainer.eval_sets]
+  plans = [(trainer.evaluator.chunks(s), s.num_samples) for s in trainer.eval_sets]
   latent_dim = model.config.latent_dim
 
   @tf.function(jit_compile=jit_compile)
@@ -327,7 +325,7 @@ def evaluations_per_step(case: Case, trainer) -> int:
   plus the separate sample's pass when the decoder gradient needs one)."""
   config = trainer.model.config
   count = config.evaluations * getattr(config, "num_layers", 1)
-  return count + int(config.decoder_grad == vae.SEPARATE_SAMPLE)
+  return count + int(config.decoder_grad == networks.SEPARATE_SAMPLE)
 
 
 def _fetch(tensors):
@@ -340,9 +338,8 @@ def _train_loop(binary, values: Dict[str, Any]):
   compiled by a first call; (trainer, loop, compile seconds)."""
   trainer = binary.build_trainer(values)
   start = time.perf_counter()
-  trainer._train_fn(tf.constant(1, tf.int64)).numpy()  # pylint: disable=protected-access
-  return (trainer, trainer._train_fn,  # pylint: disable=protected-access
-          time.perf_counter() - start)
+  trainer.train_steps(1)
+  return trainer, trainer.train_step.fn, time.perf_counter() - start
 
 
 def measure(case: Case, dataset: str, manual_dir: Optional[str],
@@ -360,11 +357,11 @@ def measure(case: Case, dataset: str, manual_dir: Optional[str],
     values = case.flag_values(dataset, manual_dir, logdir)
     trainer, train_fn, compile_sec = _train_loop(binary, values)
     if not steps:
-      steps = trainer._steps_to_next_event(0)  # pylint: disable=protected-access
-    if case.estimator in _EXPENSIVE:
+      steps = trainer.steps_to_next_event(0)
+    if evaluations_per_step(case, trainer) > _MANY_EVALUATIONS:
       steps = max(1, steps // 10)
     num_steps = tf.constant(steps, tf.int64)
-    x = trainer._train_batch(  # pylint: disable=protected-access
+    x = trainer.train_step.batch(
         tf.constant(0, tf.int64), tf.constant([0, 1]))
     bare = bare_loop(case.family, trainer.model, x)
     bare_update = bare_loop(case.family, trainer.model, x,
@@ -479,23 +476,31 @@ def _run_isolated(case: Case, args: Dict[str, Any]) -> Dict[str, Any]:
   return {"case": case.label, "error": tail[:200]}
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  if FLAGS.worker:
-    spec = json.loads(FLAGS.worker)
+def check_flags(values):
+  """Raises ValueError for flags that select nothing."""
+  unknown = set(values["families"]) - set(FAMILIES)
+  if unknown:
+    raise ValueError(f"--families must be among {FAMILIES}, got "
+                     f"{sorted(unknown)}.")
+  if not values["worker"] and not _selected(values):
+    raise ValueError("No case matches the flags.")
+
+
+def _selected(values):
+  return cases(values["families"], values["estimators"],
+               values["encoder_types"],
+               [int(n) for n in values["num_layers"]],
+               values["decoder_grads"])
+
+
+def main(values):
+  if values["worker"]:
+    spec = json.loads(values["worker"])
     case = Case(**spec.pop("case"))
     print(json.dumps(measure(case, **spec)))
     return
-  unknown = set(FLAGS.families) - set(FAMILIES)
-  if unknown:
-    raise app.UsageError(f"--families must be among {FAMILIES}, got "
-                         f"{sorted(unknown)}.")
-  selected = cases(FLAGS.families, FLAGS.estimators, FLAGS.encoder_types,
-                   [int(n) for n in FLAGS.num_layers], FLAGS.decoder_grads)
-  if not selected:
-    raise app.UsageError("No case matches the flags.")
-  if FLAGS.profile_dir and not FLAGS.isolate:
+  selected = _selected(values)
+  if values["profile_dir"] and not values["isolate"]:
     # Read when XLA first compiles, which has not happened yet.
     os.environ.update(xla_profile.with_trace_flag(os.environ))
   timed_eval = set()
@@ -503,12 +508,12 @@ def main(argv):
   print(f"Machine: {machine()}; {len(selected)} cases.", flush=True)
   for case in selected:
     model_key = (case.family, case.encoder_type, case.num_layers)
-    args = dict(dataset=FLAGS.dataset, manual_dir=FLAGS.manual_dir,
-                steps=FLAGS.steps, repeats=FLAGS.repeats,
-                time_eval=FLAGS.eval and model_key not in timed_eval,
-                profile_dir=FLAGS.profile_dir)
+    args = dict(dataset=values["dataset"], manual_dir=values["manual_dir"],
+                steps=values["steps"], repeats=values["repeats"],
+                time_eval=values["eval"] and model_key not in timed_eval,
+                profile_dir=values["profile_dir"])
     timed_eval.add(model_key)
-    if FLAGS.isolate:
+    if values["isolate"]:
       row = _run_isolated(case, args)
     else:
       row = measure(case, **args)
@@ -532,11 +537,10 @@ def main(argv):
           "Dense, no XLA, one step per Python call, three decoder passes), "
           "timed in the same process:\n")
     print(official)
-  if FLAGS.json:
-    with open(FLAGS.json, "w") as f:
+  if values["json"]:
+    with open(values["json"], "w") as f:
       json.dump({"machine": machine(), "rows": rows}, f, indent=1)
 
 
 if __name__ == "__main__":
-  define_flags()
-  app.run(main)
+  cli.run_program(FLAG_SPECS, main, check_flags)

@@ -1,10 +1,10 @@
 r"""Trains a categorical VAE with a chosen gradient estimator.
 
-The categorical counterpart of ``experiments.binary_vae``: same data, same
-training loop (:class:`tf_discrete.training.Trainer`), same metrics,
+The categorical counterpart of ``experiments.bernoulli_vae``: same data, same
+training loop (:class:`experiments.training.Trainer`), same metrics,
 checkpoints, strategies and outputs, all assembled by
 ``experiments.vae_common``; only the model
-(:mod:`tf_discrete.categorical_vae`) and the model flags differ. Paper
+(:mod:`experiments.models.categorical`) and the model flags differ. Paper
 protocol (dynamic MNIST, V=20 variables of C=10 categories):
 
     python -m experiments.categorical_vae --dataset=dynamic_mnist \
@@ -23,13 +23,12 @@ whose README command runs with only the module name changed:
 Outputs in --logdir: metrics.jsonl + TensorBoard events (every
 --eval_every steps: train ELBO, valid/test IWAE bounds, encoder gradient
 variance), checkpoints/ (a rerun with the same flags resumes), and at the
-end summary.json and curves.png. See the README section "Categorical VAE
-experiment".
+end summary.json and curves.png. See docs/experiments.md.
 
 Flags that cannot apply to the chosen configuration are errors, reported
 before any data is loaded. The flags are defined when this module runs as
 the program, not on import, so it shares a process with
-``experiments.binary_vae``; programmatic runs pass a dict: ``run(values)``
+``experiments.bernoulli_vae``; programmatic runs pass a dict: ``run(values)``
 or ``build_trainer(values)`` with ``values = default_flag_values()``
 updated.
 """
@@ -39,12 +38,13 @@ from typing import Any, Dict, Mapping
 
 from absl import logging
 
+from experiments import cli
+from experiments import training
 from experiments import vae_common
-from experiments.vae_common import Flag
+from experiments.models import categorical as categorical_model
+from experiments.models import networks
+from experiments.cli import Flag
 from tf_discrete import categorical
-from tf_discrete import categorical_vae
-from tf_discrete import training
-from tf_discrete.categorical import coupled
 
 # Spellings of the official launcher. Its `arsp` is ARS with pi_j replaced
 # by the mid-point of its consistent interval and `arsmp` is ARSM with the
@@ -55,14 +55,20 @@ GRAD_TYPE_ALIASES = {
     "arsmp": "arsm_plus",
     "disarm": "disarm_sb",
 }
-# Estimators on the binary (stick-breaking or tree) representation; the
-# official launcher selects them with switches on --grad_type=disarm.
-COUPLED_ESTIMATORS = ("disarm_iw", "disarm_sb", "disarm_tree")
+# The official launcher's switches on --grad_type=disarm, and the estimator
+# each selects.
+DISARM_SWITCHES = {"tree_structure": "disarm_tree",
+                   "importance_weight": "disarm_iw"}
+# What the official --grad_type=disarm can mean: the estimators on the
+# binary (stick-breaking or tree) representation, where the official
+# --stick_breaking switch is accepted.
+STICK_BREAKING_ESTIMATORS = (GRAD_TYPE_ALIASES["disarm"],
+                             *DISARM_SWITCHES.values())
 # --estimate_grad_basket entry: every estimator that runs at the run's cost.
 SAME_COST = "same_cost"
 #: Every flag of the binary: the common ones (official categorical
-#: defaults: batch 200; the separate-sample decoder gradient, see the
-#: README), then the model's. Differences from the official launcher's
+#: defaults: batch 200; the separate-sample decoder gradient, see
+#: docs/experiments.md), then the model's. Differences from the official launcher's
 #: defaults: dataset dynamic_mnist (the papers' set; official
 #: static_mnist), seed 0 (official 1).
 FLAG_SPECS: Dict[str, Flag] = {
@@ -72,7 +78,7 @@ FLAG_SPECS: Dict[str, Flag] = {
             help=("SGD learning rate of the prior logits (trainable, "
                   "initialized to 0 = uniform; 0 keeps the prior uniform)."),
             options=dict(lower_bound=0.0)),
-        decoder_grad=dict(default=categorical_vae.SEPARATE_SAMPLE, help=(
+        decoder_grad=dict(default=networks.SEPARATE_SAMPLE, help=(
             "Decoder/prior gradient: pathwise gradient of the ELBO of one "
             "separate sample (official protocol; the same for every "
             "estimator, whatever its cost), or of the estimator's own "
@@ -109,12 +115,6 @@ FLAG_SPECS: Dict[str, Flag] = {
         "Unset: the estimator's default (rloo: C; disarm_*: 2; reinforce/"
         "ar: 1). An error for the fixed-cost ars, ars_plus (C) and arsm, "
         "arsm_plus (C(C-1)/2+1).", dict(lower_bound=1)),
-    "logits_order": Flag(
-        "enum", None,
-        "disarm_sb / disarm_iw only: sort each variable's categories before "
-        "stick breaking (abs: ascending |logit|). Unset: disarm_sb none, "
-        "disarm_iw ascending (the order that keeps it unbiased).",
-        dict(enum_values=list(coupled.LOGITS_ORDERS))),
     "one_hot": Flag(
         "bool", False,
         "Decoder input: the one-hot samples (V*C inputs). Off: the category "
@@ -130,6 +130,7 @@ FLAG_SPECS: Dict[str, Flag] = {
     "importance_weight": Flag(
         "bool", False,
         "Official spelling: with --grad_type=disarm, selects disarm_iw."),
+    **vae_common.option_flags(categorical),
     "estimate_grad_basket": Flag(
         "list", [],
         "Other estimators whose encoder gradient variance is tracked on the "
@@ -143,57 +144,52 @@ FLAG_NAMES = tuple(FLAG_SPECS)
 
 def default_flag_values() -> Dict[str, Any]:
   """The binary's flags at their defaults (for programmatic runs)."""
-  return vae_common.default_flag_values(FLAG_SPECS)
+  return cli.default_flag_values(FLAG_SPECS)
 
 
 def estimator_name(values: Mapping[str, Any]) -> str:
   """The library estimator named by --grad_type and the official switches."""
   grad_type = values["grad_type"]
-  tree, weighted = values["tree_structure"], values["importance_weight"]
-  if tree or weighted:
-    given = " and ".join(
-        f"--{k}" for k in ("tree_structure", "importance_weight")
-        if values[k])
+  switches = [k for k in DISARM_SWITCHES if values[k]]
+  if switches:
+    given = " and ".join(f"--{k}" for k in switches)
     if grad_type != "disarm":
       raise ValueError(
           f"{given} select a variant of the official --grad_type=disarm; "
-          f"with --grad_type={grad_type} use --grad_type=disarm_tree or "
-          f"--grad_type=disarm_iw directly.")
-    if tree and weighted:
-      raise ValueError("--tree_structure and --importance_weight exclude "
-                       "each other (disarm_tree or disarm_iw).")
-    return "disarm_tree" if tree else "disarm_iw"
+          f"with --grad_type={grad_type} use "
+          f"{' or '.join(f'--grad_type={v}' for v in DISARM_SWITCHES.values())}"
+          f" directly.")
+    if len(switches) > 1:
+      raise ValueError(f"{given} exclude each other "
+                       f"({' or '.join(DISARM_SWITCHES.values())}).")
+    return DISARM_SWITCHES[switches[0]]
   name = GRAD_TYPE_ALIASES.get(grad_type, grad_type)
-  if values["stick_breaking"] and name not in COUPLED_ESTIMATORS:
+  if values["stick_breaking"] and name not in STICK_BREAKING_ESTIMATORS:
     raise ValueError(
         f"--stick_breaking applies to the coupled estimators (disarm, "
-        f"{', '.join(COUPLED_ESTIMATORS)}), not to --grad_type={grad_type}; "
-        f"a stick-breaking score function for '{name}' is not implemented.")
+        f"{', '.join(STICK_BREAKING_ESTIMATORS)}), not to "
+        f"--grad_type={grad_type}; a stick-breaking score function for "
+        f"'{name}' is not implemented.")
   return name
 
 
 def model_config(values: Mapping[str, Any]
-                 ) -> categorical_vae.CategoricalVAEConfig:
+                 ) -> categorical_model.CategoricalVAEConfig:
   """The model configuration; raises ValueError for inapplicable flags."""
   name = estimator_name(values)
-  if (values["num_samples"] is not None
-      and name in categorical_vae.FIXED_COST_ESTIMATORS):
-    cost = categorical.get(name).evaluations(
+  est = categorical.get(name)
+  if values["num_samples"] is not None and est.facts.cost.fixed:
+    cost = est.evaluations(
         None, [values["num_variables"], values["num_categories"]])
     raise ValueError(
         f"--num_samples does not apply to --grad_type={values['grad_type']} "
         f"('{name}'): its cost is fixed at {cost} objective evaluations for "
         f"C={values['num_categories']}.")
-  if (values["logits_order"] is not None
-      and name not in categorical_vae.LOGITS_ORDER_ESTIMATORS):
-    raise ValueError(
-        f"--logits_order applies to disarm_sb and disarm_iw only (official: "
-        f"disarm with --stick_breaking / --importance_weight), not to "
-        f"'{name}'.")
-  return categorical_vae.CategoricalVAEConfig(
+  return categorical_model.CategoricalVAEConfig(
       estimator=name,
       num_samples=values["num_samples"],
-      logits_order=values["logits_order"],
+      estimator_options=vae_common.estimator_options(values, categorical,
+                                                     name),
       num_variables=values["num_variables"],
       num_categories=values["num_categories"],
       one_hot=values["one_hot"],
@@ -210,7 +206,7 @@ def basket(values: Mapping[str, Any], config=None):
     if len(entries) > 1:
       raise ValueError(f"--estimate_grad_basket={SAME_COST} stands alone, "
                        f"got {entries}.")
-    pairs, excluded = categorical_vae.gradient_basket(config)
+    pairs, excluded = categorical_model.gradient_basket(config)
     if not pairs:
       raise ValueError(
           f"--estimate_grad_basket={SAME_COST}: no other estimator runs at "
@@ -220,12 +216,12 @@ def basket(values: Mapping[str, Any], config=None):
   for entry in entries:
     name, sep, count = entry.partition(":")
     names.append(GRAD_TYPE_ALIASES.get(name, name) + sep + count)
-  pairs, excluded = categorical_vae.gradient_basket(config, names)
+  pairs, excluded = categorical_model.gradient_basket(config, names)
   return tuple(pairs), excluded
 
 
 def check_flags(values: Mapping[str, Any]
-                ) -> categorical_vae.CategoricalVAEConfig:
+                ) -> categorical_model.CategoricalVAEConfig:
   """Validates the flags together; returns the model configuration.
 
   Raises:
@@ -247,17 +243,11 @@ def build_trainer(values: Mapping[str, Any],
                   splits=None) -> training.Trainer:
   """The Trainer that :func:`run` starts; flag errors before any loading.
 
-  Same contract as ``experiments.binary_vae.build_trainer``: ``values`` are
+  Same contract as ``experiments.bernoulli_vae.build_trainer``: ``values`` are
   every flag of this binary (:func:`default_flag_values` updated),
   ``splits`` optional data (any number of pixels).
   """
   config = check_flags(values)
-  if config.estimator == "disarm_iw" and config.logits_order not in (
-      None, "ascending"):
-    logging.warning(
-        "disarm_iw with --logits_order=%s: its coupling misses some pairs of "
-        "categories under this order, so the estimator is biased (accepted "
-        "for comparison; 'ascending' keeps it unbiased).", config.logits_order)
   pairs, excluded = basket(values, config)
   for name, reason in excluded.items():
     logging.info("Gradient basket: %s excluded: %s", name, reason)
@@ -265,7 +255,7 @@ def build_trainer(values: Mapping[str, Any],
                config.evaluations)
   return vae_common.make_trainer(
       values, splits,
-      lambda splits: categorical_vae.CategoricalVAE(
+      lambda splits: categorical_model.CategoricalVAE(
           dataclasses.replace(config, data_dim=vae_common.data_dim(splits)),
           splits.train_mean, seed=values["seed"]),
       logdir=default_logdir(values), basket=pairs,
@@ -280,4 +270,4 @@ def run(values: Mapping[str, Any], splits=None) -> Dict[str, Any]:
 
 
 if __name__ == "__main__":
-  vae_common.run_program(FLAG_SPECS, check_flags, run)
+  cli.run_program(FLAG_SPECS, run, check_flags)

@@ -7,19 +7,22 @@ Trains ``tf_discrete.examples.functional_bernoulli_vae`` with ``model.fit``
 prints the mean ELBO before and after training, per epoch in between.
 """
 
-from absl import app
-from absl import flags
 import keras
 import numpy as np
 
+from experiments import cli
+from experiments.cli import Flag
 from tf_discrete import bernoulli
 from tf_discrete import examples
 
-_ESTIMATOR = flags.DEFINE_enum("estimator", "disarm", bernoulli.available(),
-                               "Bernoulli gradient estimator.")
-_EPOCHS = flags.DEFINE_integer("epochs", 10, "Training epochs.")
-_LATENT_DIM = flags.DEFINE_integer("latent_dim", 16, "Bernoulli latents.")
-_SEED = flags.DEFINE_integer("seed", 0, "Seed for data and sampling.")
+FLAG_SPECS = {
+    "estimator": Flag("enum", "disarm", "Bernoulli gradient estimator.",
+                      dict(enum_values=bernoulli.available())),
+    "epochs": Flag("integer", 10, "Training epochs.", dict(lower_bound=1)),
+    "latent_dim": Flag("integer", 16, "Bernoulli latents.",
+                       dict(lower_bound=1)),
+    "seed": Flag("integer", 0, "Seed for data and sampling."),
+}
 
 
 def synthetic_data(n=4096, dim=64, num_prototypes=4, noise=0.05, seed=0):
@@ -30,22 +33,22 @@ def synthetic_data(n=4096, dim=64, num_prototypes=4, noise=0.05, seed=0):
   return np.logical_xor(data, rng.rand(n, dim) < noise).astype(np.float32)
 
 
-def main(argv):
-  del argv
-  keras.utils.set_random_seed(_SEED.value)
-  data = synthetic_data(seed=_SEED.value)
+def main(values):
+  keras.utils.set_random_seed(values["seed"])
+  data = synthetic_data(seed=values["seed"])
   model = examples.functional_bernoulli_vae(
-      data.shape[1], _LATENT_DIM.value, _ESTIMATOR.value, seed=_SEED.value)
+      data.shape[1], values["latent_dim"], values["estimator"],
+      seed=values["seed"])
   model.compile(optimizer=keras.optimizers.Adam(1e-2),
                 loss=examples.negative_elbo_loss, jit_compile=True)
   elbo = lambda: float(np.mean(model.predict(data, batch_size=1024,
                                              verbose=0)))
-  print(f"estimator={_ESTIMATOR.value} data={data.shape} "
+  print(f"estimator={values['estimator']} data={data.shape} "
         f"initial ELBO {elbo():.3f}")
-  for epoch in range(_EPOCHS.value):
+  for epoch in range(values["epochs"]):
     model.fit(data, np.zeros(len(data)), batch_size=64, epochs=1, verbose=0)
     print(f"epoch {epoch + 1:3d}  ELBO {elbo():.3f}")
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run_program(FLAG_SPECS, main)

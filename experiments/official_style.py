@@ -1,6 +1,6 @@
 r"""A DisARM training step written the way the original research code writes it.
 
-A yardstick for ``experiments.benchmark``, not a way to train: issue 9 asks
+A yardstick for ``experiments.benchmark``, not a way to train: it shows
 how our step compares with the step of the original launcher's style, timed
 on the same machine in the same run. What makes that style slow is kept on
 purpose, and each item is the opposite of a choice in ``tf_discrete``:
@@ -30,7 +30,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tf_discrete import vae
+from experiments.models import networks
 
 _EMA_DECAY = 0.999
 
@@ -44,7 +44,7 @@ def _dense_stack(sizes, output_bias=None):
             if last and output_bias is not None else "zeros")
     layers.append(keras.layers.Dense(width, bias_initializer=bias))
     if not last:
-      layers.append(keras.layers.LeakyReLU(negative_slope=vae.LEAKY_RELU_ALPHA))
+      layers.append(keras.layers.LeakyReLU(negative_slope=networks.LEAKY_RELU_ALPHA))
   model = keras.Sequential(layers)
   model.build((None, sizes[0]))
   return model
@@ -62,20 +62,20 @@ class OfficialStyleDisarm:
 
   Args:
     encoder_type: "linear" or "nonlinear" (the same widths as
-      :func:`tf_discrete.vae.network_sizes`).
+      :func:`experiments.models.networks.network_sizes`).
     train_mean: ``[784]`` mean training image (input centring, output bias).
     latent_dim: Bernoulli units.
   """
 
   def __init__(self, encoder_type: str, train_mean, latent_dim: int = 200):
-    train_mean, output_bias = vae.data_statistics(
+    train_mean, output_bias = networks.data_statistics(
         np.asarray(train_mean, np.float32), len(train_mean), True)
     data_dim = len(train_mean)
     self.train_mean = tf.constant(train_mean)
     self.encoder = _dense_stack(
-        vae.network_sizes(encoder_type, data_dim, latent_dim))
+        networks.network_sizes(encoder_type, data_dim, latent_dim))
     self.decoder = _dense_stack(
-        vae.network_sizes(encoder_type, latent_dim, data_dim), output_bias)
+        networks.network_sizes(encoder_type, latent_dim, data_dim), output_bias)
     self.prior_logits = tf.Variable(tf.zeros([latent_dim]))
     # The binaries' default rates: infnet_lr, genmo_lr, prior_lr.
     self.optimizers = (keras.optimizers.Adam(1e-4), keras.optimizers.Adam(1e-4),

@@ -39,8 +39,6 @@ excess-loss curves against objective evaluations goes to ``--output_dir``.
 import os
 import time
 
-from absl import app
-from absl import flags
 import matplotlib
 
 matplotlib.use("Agg")
@@ -49,43 +47,52 @@ import keras  # pylint: disable=g-import-not-at-top
 import numpy as np  # pylint: disable=g-import-not-at-top
 import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
+from experiments import cli  # pylint: disable=g-import-not-at-top
+from experiments.cli import Flag  # pylint: disable=g-import-not-at-top
+import tf_discrete  # pylint: disable=g-import-not-at-top
 from tf_discrete import bernoulli  # pylint: disable=g-import-not-at-top
 from tf_discrete import categorical  # pylint: disable=g-import-not-at-top
 from tf_discrete import diagnostics  # pylint: disable=g-import-not-at-top
 
-_FAMILY = flags.DEFINE_enum("family", "categorical",
-                            ["categorical", "bernoulli"], "Latent family.")
-_NUM_CATEGORIES = flags.DEFINE_integer("num_categories", 10,
-                                       "C (categorical).")
-_R = flags.DEFINE_float("R", 3.0, "Scale R of the categorical toy.")
-_NUM_UNITS = flags.DEFINE_integer("num_units", 1, "D (bernoulli).")
-_P0 = flags.DEFINE_float("p0", 0.49, "Target p0 (bernoulli).")
-_ESTIMATORS = flags.DEFINE_list(
-    "estimators", None, "Estimators to run (default: all single-sample-bound "
-    "estimators of the family).")
-_EVALS_PER_STEP = flags.DEFINE_integer(
-    "evals_per_step", None, "Objective evaluations per step for estimators "
-    "with a choice (default: C for categorical, 2 for bernoulli).")
-_TOTAL_EVALS = flags.DEFINE_integer(
-    "total_evals", 30000, "Objective evaluations per estimator (training).")
-_OPTIMIZER = flags.DEFINE_enum(
-    "optimizer", "adam", ["adam", "sgd"], "Optimizer of theta. Adam is "
-    "invariant to the scale of f, so with it R only matters for estimators "
-    "without a baseline (reinforce, ar); use sgd to make R matter for all.")
-_LEARNING_RATE = flags.DEFINE_float("learning_rate", 0.05, "Step size.")
-_NUM_RUNS = flags.DEFINE_integer(
-    "num_runs", 2000, "Independent estimates per variance measurement.")
-_NUM_CHECKPOINTS = flags.DEFINE_integer(
-    "num_checkpoints", 5, "Variance measurements along each training run.")
-_SEED = flags.DEFINE_integer("seed", 0, "Seed.")
-_OUTPUT_DIR = flags.DEFINE_string("output_dir", "/tmp/tf_discrete_toy",
-                                  "Where the PNG and the table go.")
+FLAG_SPECS = {
+    "family": Flag("enum", "categorical", "Latent family.",
+                   dict(enum_values=["categorical", "bernoulli"])),
+    "num_categories": Flag("integer", 10, "C (categorical).",
+                           dict(lower_bound=2)),
+    "R": Flag("float", 3.0, "Scale R of the categorical toy."),
+    "num_units": Flag("integer", 1, "D (bernoulli).", dict(lower_bound=1)),
+    "p0": Flag("float", 0.49, "Target p0 (bernoulli)."),
+    "estimators": Flag(
+        "list", None, "Estimators to run (default: all single-sample-bound "
+        "estimators of the family)."),
+    "evals_per_step": Flag(
+        "integer", None, "Objective evaluations per step for estimators "
+        "with a choice (default: C for categorical, 2 for bernoulli)."),
+    "total_evals": Flag("integer", 30000,
+                        "Objective evaluations per estimator (training)."),
+    "optimizer": Flag(
+        "enum", "adam", "Optimizer of theta. Adam is invariant to the scale "
+        "of f, so with it R only matters for estimators without a baseline "
+        "(reinforce, ar); use sgd to make R matter for all.",
+        dict(enum_values=["adam", "sgd"])),
+    "learning_rate": Flag("float", 0.05, "Step size."),
+    "num_runs": Flag("integer", 2000,
+                     "Independent estimates per variance measurement."),
+    "num_checkpoints": Flag("integer", 5,
+                            "Variance measurements along each training run."),
+    "seed": Flag("integer", 0, "Seed."),
+    "output_dir": Flag("string", "/tmp/tf_discrete_toy",
+                       "Where the PNG and the table go."),
+}
 
-CATEGORICAL_ESTIMATORS = ["reinforce", "rloo", "ar", "ars", "ars_plus",
-                          "arsm", "arsm_plus", "disarm_sb", "disarm_tree",
-                          "disarm_iw"]
-BERNOULLI_ESTIMATORS = ["reinforce", "rloo", "ar", "arm", "disarm"]
-_PAIRED = {"arm", "disarm", "disarm_sb", "disarm_tree", "disarm_iw"}
+
+
+def default_estimators(module):
+  """The family's estimators of E_q[f] (the toy losses are expectations;
+  multi-sample-bound estimators optimise something else), from their
+  declared facts."""
+  return [name for name, est in module.REGISTRY.items()
+          if est.facts.estimates is tf_discrete.Estimates.MEAN]
 
 
 class Problem:
@@ -123,12 +130,11 @@ class Problem:
 
 def _num_samples(problem, name, evals_per_step):
   """num_samples argument giving ~evals_per_step evaluations, or None."""
-  estimator = problem.module.get(name)
-  if estimator.fixed_num_samples is not None:
+  cost = problem.module.get(name).facts.cost
+  if cost.fixed:
     return None
-  if name in _PAIRED:
-    return max(2, 2 * ((evals_per_step + 1) // 2))
-  return max(estimator.min_num_samples, evals_per_step)
+  rounded = cost.multiple * -(-evals_per_step // cost.multiple)
+  return max(cost.minimum, rounded)
 
 
 def measured_evaluations(problem, name, num_samples):
@@ -204,17 +210,17 @@ def run_toy(family="categorical", num_categories=10, R=3.0, num_units=1,
   """
   problem = Problem(family, num_categories, R, num_units, p0)
   if estimators is None:
-    estimators = (CATEGORICAL_ESTIMATORS if family == "categorical" else
-                  BERNOULLI_ESTIMATORS)
+    estimators = default_estimators(problem.module)
   if evals_per_step is None:
     evals_per_step = num_categories if family == "categorical" else 2
   rows = []
   curves = {}
   for name in estimators:
-    if (name == "disarm_tree" and num_categories & (num_categories - 1)):
+    try:
+      problem.module.get(name).check_event_shape(problem.event_shape)
+    except ValueError as e:
       if verbose:
-        print(f"# skipping disarm_tree: C = {num_categories} is not a power "
-              f"of 2")
+        print(f"# skipping {name}: {e}")
       continue
     start = time.time()
     num_samples = _num_samples(problem, name, evals_per_step)
@@ -285,16 +291,9 @@ def _plot(curves, problem, R, p0, path):
   plt.close(fig)
 
 
-def main(argv):
-  del argv
-  run_toy(family=_FAMILY.value, num_categories=_NUM_CATEGORIES.value,
-          R=_R.value, num_units=_NUM_UNITS.value, p0=_P0.value,
-          estimators=_ESTIMATORS.value, evals_per_step=_EVALS_PER_STEP.value,
-          total_evals=_TOTAL_EVALS.value,
-          learning_rate=_LEARNING_RATE.value, num_runs=_NUM_RUNS.value,
-          num_checkpoints=_NUM_CHECKPOINTS.value, seed=_SEED.value,
-          output_dir=_OUTPUT_DIR.value, optimizer=_OPTIMIZER.value)
+def main(values):
+  run_toy(**values)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run_program(FLAG_SPECS, main)

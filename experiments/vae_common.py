@@ -1,33 +1,26 @@
 """What the VAE experiment binaries share: flags, data, trainer assembly.
 
-``experiments.binary_vae`` (Bernoulli latents) and
+``experiments.bernoulli_vae`` (Bernoulli latents) and
 ``experiments.categorical_vae`` (categorical latents) differ only in their
 model and model flags. Everything else lives here once: the common flags
-(declared as :class:`Flag` specs, so that a binary's defaults are known
-without defining any absl flag), the tiny synthetic data set, data loading,
+(declared as :class:`experiments.cli.Flag` specs), the tiny synthetic data set, data loading,
 the optimizers, the evaluation sets, the default output folder and the
-:class:`tf_discrete.training.Trainer` of a run.
+:class:`experiments.training.Trainer` of a run.
 
-Flags are defined in absl only when a binary runs as the program
-(:func:`run_program`); importing a binary defines none, so both binaries
-(and their tests) can share one Python process. Programmatic runs pass a
-dict of flag values (``default_flag_values()`` of the binary, updated).
 """
 
 import dataclasses
 import os
-import sys
-from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from absl import app
-from absl import flags
-from absl import logging
 import keras
 import numpy as np
 
+from experiments import cli
+from experiments import training
+from experiments.cli import Flag
+from experiments.models import networks
 from tf_discrete import datasets
-from tf_discrete import training
-from tf_discrete import vae
 
 # A tiny generated data set (grey-level images near a few prototypes) for
 # smoke tests of an installation and for the test suites; not a benchmark.
@@ -37,30 +30,6 @@ RESUMABLE = ("num_steps", "eval_every", "checkpoint_every", "log_every",
              "data_dir", "manual_dir", "strategy", "tpu", "jit_compile")
 # Root of the default --logdir of every binary.
 DEFAULT_LOGDIR_ROOT = "/tmp/tf_discrete"
-
-
-@dataclasses.dataclass(frozen=True)
-class Flag:
-  """An absl flag, declared without defining it.
-
-  Attributes:
-    kind: the ``flags.DEFINE_<kind>`` function: "bool", "enum", "float",
-      "integer", "list" or "string".
-    default: the default value.
-    help: the help text.
-    options: further keywords of the DEFINE function (``enum_values``,
-      ``lower_bound``, ``upper_bound``).
-  """
-  kind: str
-  default: Any
-  help: str
-  options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
-
-  def define(self, name: str, flag_values: flags.FlagValues,
-             module_name: Optional[str] = None):
-    define = getattr(flags, f"DEFINE_{self.kind}")
-    define(name=name, default=self.default, help=self.help,
-           flag_values=flag_values, module_name=module_name, **self.options)
 
 
 def common_flags(**overrides: Mapping[str, Any]) -> Dict[str, Flag]:
@@ -90,10 +59,10 @@ def common_flags(**overrides: Mapping[str, Any]) -> Dict[str, Flag]:
       "initialize_with_bias": Flag(
           "bool", False, "Decoder output bias = logit of the training mean."),
       "decoder_grad": Flag(
-          "enum", vae.ESTIMATOR_SAMPLES,
+          "enum", networks.ESTIMATOR_SAMPLES,
           "Decoder/prior gradient: pathwise gradient of the estimator's own "
           "evaluations (no extra pass), or of a separate forward sample "
-          "(official protocol).", dict(enum_values=list(vae.DECODER_GRADS))),
+          "(official protocol).", dict(enum_values=list(networks.DECODER_GRADS))),
       "num_eval_samples": Flag(
           "integer", 100, "Samples of the valid/test IWAE bound.",
           dict(lower_bound=1)),
@@ -111,11 +80,13 @@ def common_flags(**overrides: Mapping[str, Any]) -> Dict[str, Flag]:
           "bias_check/relative_error and bias_check/relative_noise."),
       "bias_check_repeats": Flag(
           "integer", None,
-          "Gradients averaged by --bias_check (default 1000).",
+          f"Gradients averaged by --bias_check (default "
+          f"{training.BiasCheck.repeats}).",
           dict(lower_bound=1)),
       "bias_check_reference_samples": Flag(
           "integer", None,
-          "RLOO samples of the --bias_check reference (default 100).",
+          f"RLOO samples of the --bias_check reference (default "
+          f"{training.BiasCheck.reference_num_samples}).",
           dict(lower_bound=2)),
       "strategy": Flag("enum", "default", "tf.distribute strategy.",
                        dict(enum_values=list(training.STRATEGIES))),
@@ -151,59 +122,82 @@ def choice_flags(*, estimators: Sequence[str], aliases: Mapping[str, str],
                         dict(enum_values=sorted(list(estimators) +
                                                 list(aliases)))),
       "encoder_type": Flag("enum", encoder_type, encoder_type_help,
-                           dict(enum_values=list(vae.ENCODER_TYPES))),
+                           dict(enum_values=list(networks.ENCODER_TYPES))),
   }
+
+
+def _options_by_name(family) -> Dict[str, List[Tuple[str, Any]]]:
+  """Option name -> [(estimator, Option)] over the family's registry."""
+  found: Dict[str, List[Tuple[str, Any]]] = {}
+  for name, est in family.REGISTRY.items():
+    for option in est.facts.options:
+      found.setdefault(option.name, []).append((name, option))
+  return found
+
+
+def _flag_kind(option) -> Tuple[str, Dict[str, Any]]:
+  """The absl flag type of an estimator option, from its declared values."""
+  accepted = [a for a in (option.accepted or ()) if a is not None]
+  if accepted and all(isinstance(a, bool) for a in accepted):
+    return "bool", {}
+  if accepted and all(isinstance(a, str) for a in accepted):
+    return "enum", dict(enum_values=accepted)
+  if isinstance(option.default, bool):
+    return "bool", {}
+  if isinstance(option.default, int):
+    return "integer", {}
+  if isinstance(option.default, float):
+    return "float", {}
+  return "string", {}
+
+
+def option_flags(family) -> Dict[str, Flag]:
+  """One flag per estimator option the family's estimators declare.
+
+  Unset (None), an option takes its estimator's default; set, it must be
+  an option of the run's estimator (:func:`estimator_options`).
+  """
+  specs = {}
+  for option_name, users in sorted(_options_by_name(family).items()):
+    names = ", ".join(name for name, _ in users)
+    kind, extra = _flag_kind(users[0][1])
+    specs[option_name] = Flag(
+        kind, None, f"Estimator option of {names}: {users[0][1].doc}. Unset: "
+        f"the estimator's default.", extra)
+  return specs
+
+
+def estimator_options(values: Mapping[str, Any], family,
+                      estimator: str) -> Dict[str, Any]:
+  """The option flags that are set, checked against ``estimator``'s facts.
+
+  Raises:
+    ValueError: an option flag set for an estimator that does not declare
+      it (the message names the estimators that do), or a value the
+      estimator does not accept.
+  """
+  est = family.get(estimator)
+  given = {}
+  for option_name, users in sorted(_options_by_name(family).items()):
+    if values.get(option_name) is None:
+      continue
+    if option_name not in est.facts.option_names:
+      raise ValueError(
+          f"--{option_name} applies to "
+          f"{', '.join(name for name, _ in users)} only, not to "
+          f"'{estimator}'.")
+    given[option_name] = values[option_name]
+  try:
+    est.resolve_options(given)
+  except TypeError as e:
+    raise ValueError(str(e)) from None
+  return given
 
 
 def model_options(values: Mapping[str, Any]) -> Dict[str, Any]:
   """The model configuration fields both binaries take from their flags."""
   return {k: values[k] for k in ("encoder_type", "demean_input",
                                  "initialize_with_bias", "decoder_grad")}
-
-
-def default_flag_values(specs: Mapping[str, Flag]) -> Dict[str, Any]:
-  """Every flag of ``specs`` at its default (a fresh copy)."""
-  return {name: (list(spec.default) if isinstance(spec.default, list)
-                 else spec.default) for name, spec in specs.items()}
-
-
-def define_flags(specs: Mapping[str, Flag],
-                 flag_values: flags.FlagValues = flags.FLAGS,
-                 module_name: Optional[str] = None):
-  """Defines ``specs`` in ``flag_values``.
-
-  ``module_name``: the module the flags belong to in ``--helpshort``
-  (default: this one).
-  """
-  for name, spec in specs.items():
-    spec.define(name, flag_values, module_name)
-
-
-def run_program(specs: Mapping[str, Flag],
-                check_flags: Callable[[Mapping[str, Any]], Any],
-                run: Callable[[Mapping[str, Any]], Dict[str, Any]]):
-  """Defines the flags in ``flags.FLAGS`` and runs ``run`` as the program.
-
-  Flags that ``check_flags`` rejects (ValueError/TypeError) end the program
-  with the message, before anything is loaded.
-  """
-  # Owned by the program, so that --helpshort lists them.
-  define_flags(specs, module_name=sys.argv[0])
-
-  def main(argv):
-    if len(argv) > 1:
-      raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    values = {name: flags.FLAGS[name].value for name in specs}
-    try:
-      check_flags(values)
-    except (ValueError, TypeError) as e:
-      sys.exit(f"FATAL Flags that do not fit together: {e}\n"
-               f"Pass --helpshort or --helpfull to see help on flags.")
-    summary = run(values)
-    logging.info("Summary: %s", {k: v for k, v in summary.items()
-                                 if k != "flags"})
-
-  app.run(main)
 
 
 def check_common_flags(values: Mapping[str, Any]):
@@ -225,6 +219,20 @@ def check_common_flags(values: Mapping[str, Any]):
                        f"{SYNTHETIC}.")
 
 
+def check_data_flags(values: Mapping[str, Any], splits, replicas: int):
+  """Raises :class:`experiments.cli.FlagsError` for flags that do not fit
+  the data or the strategy (checked once both are known)."""
+  num_train = int(np.shape(splits.train)[0])
+  if values["batch_size"] > num_train:
+    raise cli.FlagsError(
+        f"--batch_size={values['batch_size']} exceeds the {num_train} "
+        f"training images of --dataset={values['dataset']}.")
+  if values["batch_size"] % replicas:
+    raise cli.FlagsError(
+        f"--batch_size={values['batch_size']} must be divisible by the "
+        f"{replicas} replicas of --strategy={values['strategy']}.")
+
+
 def synthetic_splits(seed: int = 0, num_train: int = 2000,
                      num_eval: int = 500, num_prototypes: int = 8,
                      data_dim: int = 784) -> datasets.Splits:
@@ -244,6 +252,14 @@ def synthetic_splits(seed: int = 0, num_train: int = 2000,
 
 
 def load_data(values: Mapping[str, Any]):
+  """The splits of ``--dataset``.
+
+  Raises:
+    tf_discrete.datasets.DatasetNotFoundError: raw files missing (a
+      FileNotFoundError; a user error for ``cli.run_program``).
+    tf_discrete.datasets.CorruptDatasetError: a raw or prepared file that
+      cannot be read (a ValueError; a user error too).
+  """
   if values["dataset"] == SYNTHETIC:
     return synthetic_splits(values["seed"])
   return datasets.load(values["dataset"], manual_dir=values["manual_dir"],
@@ -305,12 +321,18 @@ def make_trainer(values: Mapping[str, Any], splits,
   values["logdir"] = values["logdir"] or logdir
   strategy = training.make_strategy(values["strategy"], values["tpu"])
   splits = splits if splits is not None else load_data(values)
+  check_data_flags(values, splits, strategy.num_replicas_in_sync)
   bias_check = None
   if values["bias_check"]:
-    repeats = values["bias_check_repeats"] or 1000
+    # Unset flags take the BiasCheck defaults; the reference averages a
+    # tenth as many gradients (each of many samples).
+    repeats = (values["bias_check_repeats"] or
+               training.BiasCheck.repeats)
+    reference_samples = (values["bias_check_reference_samples"] or
+                         training.BiasCheck.reference_num_samples)
     bias_check = training.BiasCheck(
         images=splits.fixed_eval_set("valid")[:values["batch_size"]],
-        reference_num_samples=values["bias_check_reference_samples"] or 100,
+        reference_num_samples=reference_samples,
         repeats=repeats, reference_repeats=max(1, repeats // 10))
   train_config = training.TrainConfig(
       logdir=values["logdir"], num_steps=values["num_steps"],

@@ -7,16 +7,23 @@ files in ``../shared/data`` beside the checkout when they are present.
 """
 
 import dataclasses
+import fcntl
 import gzip
 import pathlib
 import socket
 import struct
+import subprocess
+import sys
+import threading
+import time
 
 import numpy as np
 import pytest
 import scipy.io
 import tensorflow as tf
+import tensorflow_datasets as tfds
 
+from tests import support
 from tf_discrete import datasets
 
 SHARED_DATA = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -351,6 +358,82 @@ def test_wrong_mat_layouts_are_reported(tmp_path, raw, name, folder, filename,
   scipy.io.savemat(root / folder / filename, contents)
   with pytest.raises(datasets.CorruptDatasetError, match=problem):
     datasets.load(name, manual_dir=root, data_dir=tmp_path / "tfds")
+
+
+def test_unreadable_prepared_data_are_reported(tmp_path, raw):
+  datasets.load("static_mnist", manual_dir=raw[0], data_dir=tmp_path)
+  (record,) = tmp_path.glob("tf_discrete_static_mnist/*/*test.tfrecord*")
+  record.write_bytes(record.read_bytes()[:100])
+  with pytest.raises(datasets.CorruptDatasetError, match="Remove .*to prepare"):
+    datasets.load("static_mnist", manual_dir=raw[0], data_dir=tmp_path)
+
+
+# --------------------------------------------------------------------------
+# Concurrent preparation.
+# --------------------------------------------------------------------------
+
+# Loads static_mnist once both processes are ready (a barrier of files), so
+# that their first preparations overlap.
+_PREPARE = """
+import os, sys, time
+from tf_discrete import datasets
+barrier, name, manual_dir, data_dir = sys.argv[1:]
+open(os.path.join(barrier, name), "w").close()
+while len(os.listdir(barrier)) < 2:
+  time.sleep(0.005)
+splits = datasets.load("static_mnist", manual_dir=manual_dir, data_dir=data_dir)
+print("TRAIN", len(splits.train))
+"""
+
+
+def test_concurrent_first_preparations_both_succeed(tmp_path, raw):
+  barrier = tmp_path / "barrier"
+  barrier.mkdir()
+  processes = [
+      subprocess.Popen([sys.executable, "-c", _PREPARE, str(barrier), str(i),
+                        str(raw[0]), str(tmp_path / "tfds")],
+                       cwd=support.ROOT, env=support.ENV,
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                       text=True)
+      for i in range(2)]
+  for process in processes:
+    stdout, stderr = process.communicate(timeout=300)
+    assert process.returncode == 0, stderr[-3000:]
+    assert f"TRAIN {STATIC_SIZES['train']}" in stdout
+
+
+def test_preparation_waits_for_the_lock_then_reuses_the_prepared_data(
+    tmp_path, raw, monkeypatch):
+  """A load that finds the data directory locked waits, and then reads what
+  the lock's holder prepared instead of preparing it again."""
+  builder_class = datasets.SPECS["static_mnist"].builder
+  data_dir = tmp_path / "tfds"
+  data_dir.mkdir()
+  name = builder_class(data_dir=data_dir).name
+  prepare = builder_class.download_and_prepare
+  prepared_by_load = []
+
+  def counted(self, **kwargs):
+    prepared_by_load.append(self)
+    return prepare(self, **kwargs)
+
+  monkeypatch.setattr(builder_class, "download_and_prepare", counted)
+  loaded = {}
+  with open(data_dir / f"{name}.lock", "w") as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    thread = threading.Thread(target=lambda: loaded.update(
+        splits=datasets.load("static_mnist", manual_dir=raw[0],
+                             data_dir=data_dir)))
+    thread.start()
+    time.sleep(1.0)
+    assert thread.is_alive() and not prepared_by_load
+    # The lock's holder prepares the data set meanwhile.
+    prepare(builder_class(data_dir=data_dir, allow_download=False),
+            download_config=tfds.download.DownloadConfig(
+                manual_dir=str(raw[0] / "binarized_mnist")))
+  thread.join(timeout=120)
+  assert not prepared_by_load
+  assert len(loaded["splits"].train) == STATIC_SIZES["train"]
 
 
 # --------------------------------------------------------------------------

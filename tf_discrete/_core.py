@@ -14,17 +14,26 @@ everywhere:
 * attaching the estimator gradient with ``tf.custom_gradient`` while the
   objective's own variables keep their ordinary pathwise gradient.
 
-A family module (``bernoulli``, ``categorical``) only defines how to draw
-samples and how to turn objective values into a gradient.
+A family package (``bernoulli``, ``categorical``) only defines how to draw
+samples and how to turn objective values into a gradient; each estimator
+declares its cost, target, bias and options once, as
+:class:`~tf_discrete.facts.Facts` (re-exported here), and the base class
+derives all validation from them.
 """
 
 import abc
 import dataclasses
-import operator
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import (Any, Callable, Dict, Generic, List, Mapping, Optional,
+                    Sequence, Tuple, TypeVar)
 
 import numpy as np
 import tensorflow as tf
+
+# The fact types, re-exported next to the Estimator that reads them.
+from tf_discrete.facts import Cost  # pylint: disable=unused-import
+from tf_discrete.facts import Estimates  # pylint: disable=unused-import
+from tf_discrete.facts import Facts
+from tf_discrete.facts import Option  # pylint: disable=unused-import
 
 Objective = Callable[[tf.Tensor], tf.Tensor]
 
@@ -297,68 +306,83 @@ def attach_gradient(value: tf.Tensor, logits: tf.Tensor,
 # --------------------------------------------------------------------------
 
 
+NoiseT = TypeVar("NoiseT")
+
+
 @dataclasses.dataclass(frozen=True)
-class Draw:
+class Draw(Generic[NoiseT]):
   """Samples to evaluate plus whatever noise the gradient formula needs.
 
   Attributes:
     samples: ``[S, *batch, *event]`` in the logits' dtype.
-    noise: estimator-specific tensors (uniforms, pair members, ...).
+    noise: the sampling scheme's noise record, a small frozen dataclass
+      defined next to the scheme that creates it (``None`` when the
+      gradient needs nothing beyond the samples).
   """
   samples: tf.Tensor
-  noise: Dict[str, Any] = dataclasses.field(default_factory=dict)
+  noise: NoiseT = None
 
 
 class Estimator(abc.ABC):
   """One gradient estimator of one family.
 
-  Subclasses define :meth:`sample` and :meth:`gradient`; :meth:`value`
-  defaults to the sample mean of the objective (the single-sample bound).
+  A subclass declares its :class:`~tf_discrete.facts.Facts` as the class
+  attribute ``facts`` (cost, target, bias, options, paper) and defines
+  :meth:`sample` and :meth:`gradient`. Everything generic is derived from
+  the facts here: ``num_samples`` validation (:meth:`resolve_num_samples`),
+  option validation and defaults (:meth:`resolve_options`). :meth:`value`
+  defaults to the sample mean of the objective (the estimate of
+  :math:`\\mathbb{E}_q[f]`); estimators of the multi-sample bound override
+  it.
   """
 
   name: str = ""
-  #: Default and constraints of ``num_samples`` (objective evaluations).
-  default_num_samples: int = 1
-  min_num_samples: int = 1
-  #: Must num_samples be even (antithetic pairs)?
-  even_num_samples: bool = False
-  #: Set for fixed-cost estimators: a function of the event shape giving the
-  #: number of evaluations; user-supplied num_samples must agree.
-  fixed_num_samples: Optional[Callable[[Sequence[int]], int]] = None
+  facts: Facts
+
+  def check_event_shape(self, event_shape: Sequence[int]) -> None:
+    """Rejects event shapes the estimator cannot handle (default: none)."""
+    del event_shape
 
   def resolve_num_samples(self, num_samples, event_shape) -> int:
-    """Returns the number of objective evaluations, validating the request."""
-    if self.fixed_num_samples is not None:
-      fixed = self.fixed_num_samples(event_shape)
-      if num_samples is not None and int(num_samples) != fixed:
-        raise ValueError(
-            f"`num_samples`={num_samples} is invalid for estimator "
-            f"'{self.name}': its cost is fixed at {fixed} objective "
-            f"evaluations for event shape {list(event_shape)}; pass None.")
-      return fixed
-    if num_samples is None:
-      return self.default_num_samples
-    try:
-      if isinstance(num_samples, bool):
-        raise TypeError
-      num_samples = operator.index(num_samples)
-    except TypeError:
-      raise TypeError(
-          f"`num_samples` must be a Python int or None, got "
-          f"{num_samples!r}.") from None
-    if num_samples < self.min_num_samples:
-      raise ValueError(
-          f"`num_samples`={num_samples} is invalid for estimator "
-          f"'{self.name}': it needs at least {self.min_num_samples}.")
-    if self.even_num_samples and num_samples % 2:
-      raise ValueError(
-          f"`num_samples`={num_samples} is invalid for estimator "
-          f"'{self.name}': it needs an even number (antithetic pairs).")
-    return num_samples
+    """Returns the number of objective evaluations, validating the request
+    against ``facts.cost`` (and the event shape)."""
+    self.check_event_shape(event_shape)
+    return self.facts.cost.resolve(num_samples, event_shape, self.name)
 
   def evaluations(self, num_samples, event_shape) -> int:
     """Objective evaluations per estimate (one batched call of this size)."""
     return self.resolve_num_samples(num_samples, event_shape)
+
+  def resolve_options(self, options: Optional[Mapping[str, Any]] = None
+                      ) -> Dict[str, Any]:
+    """Validates ``options`` against ``facts.options``.
+
+    Returns:
+      Every declared option, canonical value or default, by name; this is
+      what :meth:`sample` and :meth:`gradient` receive as keywords.
+
+    Raises:
+      TypeError: unknown options (the message lists the accepted ones), or
+        a value of the wrong kind.
+      ValueError: a value outside the option's accepted values.
+    """
+    options = dict(options or {})
+    names = self.facts.option_names
+    unknown = sorted(set(options) - set(names))
+    if unknown:
+      if not names:
+        raise TypeError(
+            f"Estimator '{self.name}' takes no options, got {unknown}.")
+      raise TypeError(
+          f"Estimator '{self.name}' got unknown options {unknown}; "
+          f"it accepts: {', '.join(names)}.")
+    return {option.name: option.check(options.get(option.name,
+                                                  option.default), self.name)
+            for option in self.facts.options}
+
+  def check_options(self, options: Mapping[str, Any]) -> None:
+    """Raises like :meth:`resolve_options` on invalid options."""
+    self.resolve_options(options)
 
   @abc.abstractmethod
   def sample(self, logits: tf.Tensor, num_samples: int, seed: tf.Tensor,
@@ -375,21 +399,26 @@ class Estimator(abc.ABC):
     del draw
     return tf.reduce_mean(values, axis=0)
 
-  #: Names of the options ``sample`` and ``gradient`` accept.
-  option_names: Sequence[str] = ()
+  def objective_samples(self, logits: tf.Tensor, draw: Draw,
+                        **options) -> tf.Tensor:
+    """Differentiable samples for an estimator that needs the objective's
+    gradient (``facts.needs_objective_gradient``).
 
-  def check_options(self, options: Dict[str, Any]) -> None:
-    """Rejects options this estimator does not understand; subclasses with
-    options extend it to check their values."""
-    unknown = sorted(set(options) - set(self.option_names))
-    if not unknown:
-      return
-    if not self.option_names:
-      raise TypeError(
-          f"Estimator '{self.name}' takes no options, got {unknown}.")
-    raise TypeError(
-        f"Estimator '{self.name}' got unknown options {unknown}; "
-        f"it accepts: {', '.join(self.option_names)}.")
+    Called by :func:`run_estimator` with the caller's ``logits`` (gradient
+    not stopped) instead of handing ``draw.samples`` to the objective. The
+    result has the shape and dtype of ``draw.samples``; its forward value is
+    where the objective is evaluated (relaxed samples, or the hard samples)
+    and its derivative w.r.t. ``logits`` is the estimator's (the relaxation's
+    Jacobian, or a straight-through surrogate attached with
+    ``tf.custom_gradient``), so backprop of the objective's values reaches
+    the logits through the objective. Whatever :meth:`gradient` returns is
+    attached on top (zero for pure pathwise estimators).
+    """
+    del logits, draw, options
+    raise NotImplementedError(
+        f"Estimator '{self.name}' declares needs_objective_gradient but "
+        f"defines no objective_samples(logits, draw, **options) giving the "
+        f"objective differentiable samples.")
 
 
 class Registry:
@@ -400,8 +429,18 @@ class Registry:
     self._estimators: Dict[str, Estimator] = {}
 
   def register(self, cls):
-    """Class decorator: instantiates and registers ``cls`` under its name."""
+    """Class decorator: instantiates and registers ``cls`` under its name.
+
+    The class must declare its own ``facts`` (not only inherit them), so
+    every estimator's facts are written down where the estimator is.
+    """
+    if not isinstance(cls.__dict__.get("facts"), Facts):
+      raise TypeError(
+          f"{self.family} estimator class {cls.__name__} must declare "
+          f"`facts = Facts(...)` in its own body.")
     instance = cls()
+    if not instance.name:
+      raise ValueError(f"{cls.__name__} has no `name`.")
     if instance.name in self._estimators:
       raise ValueError(f"Duplicate {self.family} estimator '{instance.name}'.")
     self._estimators[instance.name] = instance
@@ -410,6 +449,10 @@ class Registry:
   def names(self) -> List[str]:
     """Sorted names of the registered estimators."""
     return sorted(self._estimators)
+
+  def items(self) -> List[Tuple[str, Estimator]]:
+    """``(name, estimator)`` pairs sorted by name."""
+    return [(name, self._estimators[name]) for name in self.names()]
 
   def get(self, name) -> Estimator:
     """The estimator registered as ``name`` (an Estimator passes through)."""
@@ -444,9 +487,72 @@ class Family:
   enumerate_states: Callable[[Sequence[int]], tf.Tensor]
 
 
+def _evaluate_differentiably(objective: Objective, samples: tf.Tensor,
+                             expected_shape: tf.TensorShape, dtype: tf.DType,
+                             estimator_name: str) -> tf.Tensor:
+  """``objective(samples)``, checked to be differentiable in ``samples``.
+
+  The objective is called once, under a tape that watches ``samples`` (and
+  no variables); the values' gradient w.r.t. the samples must not be None.
+
+  Raises:
+    ValueError: the objective's values do not depend differentiably on the
+      samples (also when an op on the way has no registered gradient).
+  """
+  with tf.GradientTape(watch_accessed_variables=False) as tape:
+    tape.watch(samples)
+    values = check_objective_output(objective(samples), expected_shape,
+                                    dtype)
+  why = ("its gradient with respect to them is None: the samples are cast "
+         "(e.g. to an integer dtype), rounded, passed through "
+         "tf.stop_gradient or used as indices")
+  try:
+    sample_grad = tape.gradient(values, samples)
+  except LookupError as error:  # An op without a registered gradient.
+    sample_grad, why = None, f"an op has no gradient ({error})"
+  if sample_grad is None:
+    raise ValueError(
+        f"Estimator '{estimator_name}' needs the gradient of `objective` "
+        f"with respect to its samples, but the objective's values are not "
+        f"differentiable in the samples: {why}. Compute the objective with "
+        f"differentiable float operations on the samples (products, "
+        f"matmuls with the one-hot vectors), or use an estimator whose "
+        f"facts say needs_objective_gradient=False (e.g. a score-function "
+        f"or antithetic estimator).")
+  return values
+
+
 def run_estimator(family: Family, objective: Objective, logits,
                   estimator, num_samples, seed, options) -> tf.Tensor:
-  """Runs ``estimator`` of ``family``: validate, sample, evaluate, attach."""
+  """Runs ``estimator`` of ``family``: validate, sample, evaluate, attach.
+
+  The steps, in order:
+
+  1. validate: ``objective`` callable, ``logits`` (dtype, rank, static event
+     shape), the estimator name, its options (``resolve_options``: defaults
+     filled in) and ``num_samples`` (``facts.cost``);
+  2. sample: ``est.sample`` draws ``S`` samples and the noise record from a
+     stateless seed;
+  3. evaluate: one call ``objective(draw.samples)`` -> ``[S, *batch]``;
+  4. attach: ``est.gradient`` turns the (constant) values into the logits
+     gradient, attached to ``est.value`` by :func:`attach_gradient`.
+
+  Estimators whose facts say ``needs_objective_gradient`` (relaxations,
+  straight-through) change step 3: the objective is still called once on
+  all S samples stacked, but on ``est.objective_samples(logits, draw)``,
+  tensors differentiable w.r.t. the (not stopped) logits, so backprop of the
+  values reaches the logits *through the objective*; the gradient w.r.t.
+  variables used inside the objective stays its ordinary pathwise gradient.
+  The call runs under a tape watching those samples, and if the values'
+  gradient w.r.t. them is None (the objective casts, rounds or
+  stop-gradients them, or uses them as indices) a ``ValueError`` names the
+  estimator: without that check the logits would silently get no
+  gradient. Inside ``tf.function`` / ``jit_compile`` the check only adds
+  graph nodes that nothing uses (pruned, free at run time); executed
+  eagerly it costs one backward pass of the objective w.r.t. its samples.
+  Estimators with ``trainable_state`` (learned control variates) are still
+  refused explicitly (``NotImplementedError``).
+  """
   if not callable(objective):
     raise TypeError(f"`objective` must be callable, got {objective!r}.")
   est = family.registry.get(estimator)
@@ -456,13 +562,25 @@ def run_estimator(family: Family, objective: Objective, logits,
   if None in event_shape:
     raise ValueError(
         f"`logits` must have static event dimensions, got shape {logits.shape}.")
-  est.check_options(options)
+  options = est.resolve_options(options)
   num = est.resolve_num_samples(num_samples, event_shape)
   seed = resolve_seed(seed)
   draw = est.sample(tf.stop_gradient(logits), num, seed, **options)
-  values = check_objective_output(
-      objective(draw.samples), tf.TensorShape([num]).concatenate(batch_shape),
-      logits.dtype)
+  # Step 3: evaluate the objective. Estimators that need its gradient
+  # w.r.t. the samples get differentiable samples; trainable state (learned
+  # control variates) is not provided yet.
+  if est.facts.trainable_state:
+    raise NotImplementedError(
+        f"Estimator '{est.name}' carries trainable state; run_estimator "
+        f"does not provide it.")
+  expected_shape = tf.TensorShape([num]).concatenate(batch_shape)
+  if est.facts.needs_objective_gradient:
+    values = _evaluate_differentiably(
+        objective, est.objective_samples(logits, draw, **options),
+        expected_shape, logits.dtype, est.name)
+  else:
+    values = check_objective_output(objective(draw.samples), expected_shape,
+                                    logits.dtype)
   logits_grad = est.gradient(
       tf.stop_gradient(values), draw, tf.stop_gradient(logits), **options)
   return attach_gradient(est.value(values, draw), logits, logits_grad)

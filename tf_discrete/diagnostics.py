@@ -12,11 +12,19 @@ are tested against.
 Families plug in through their ``FAMILY`` object (``log_prob`` and
 ``enumerate_states``); pass the family by name ("bernoulli",
 "categorical").
+
+:func:`estimator_table` renders a family's registry as a markdown table
+from the estimators' facts; :func:`update_readme` writes those tables into
+the marked blocks of README.md (a test keeps them in sync).
 """
 
 import dataclasses
 import importlib
 import itertools
+import pathlib
+import re
+
+from typing import Callable, Dict, Optional
 
 import numpy as np
 import tensorflow as tf
@@ -107,6 +115,19 @@ class EstimatorStats:
     """Variance averaged over gradient coordinates (a scalar to compare)."""
     return float(np.mean(self.grad_var))
 
+  @property
+  def relative_bias(self) -> float:
+    """|mean gradient - exact| / |exact| (norms over all coordinates)."""
+    return float(np.linalg.norm(self.grad_mean - self.exact_grad) /
+                 np.linalg.norm(self.exact_grad))
+
+  @property
+  def relative_noise(self) -> float:
+    """What :attr:`relative_bias` would be from Monte Carlo noise alone:
+    sqrt(sum of the mean's variances) / |exact|."""
+    return float(np.sqrt(np.sum(self.grad_var) / self.num_runs) /
+                 np.linalg.norm(self.exact_grad))
+
 
 def _z_score(mean, var, exact, num_runs):
   scale = np.sqrt(var / num_runs)
@@ -163,3 +184,157 @@ def estimator_stats(objective, logits, estimator, family="bernoulli",
       value_z=_z_score(value_mean, value_var, exact_value, num_runs),
       grad_z=_z_score(grad_mean, grad_var, exact_grad, num_runs),
       num_runs=num_runs)
+
+
+# --------------------------------------------------------------------------
+# Estimator tables, generated from the facts.
+# --------------------------------------------------------------------------
+
+#: Families whose tables README.md carries.
+# --------------------------------------------------------------------------
+# Shared test problems: small enough to enumerate, non-linear, with rare
+# states (logits up to +-6 / +-4), used by the unbiasedness tests and the
+# variance table of experiments.estimator_variance.
+
+
+@dataclasses.dataclass(frozen=True)
+class TestProblem:
+  """An objective and logits whose exact gradient is cheap to enumerate."""
+  family: str
+  logits: np.ndarray
+  objective: Callable[[tf.Tensor], tf.Tensor]
+  description: str
+
+  __test__ = False  # Not a pytest test class.
+
+
+_BERNOULLI_LOGITS = np.array([0.3, -1.2, 6.0, -6.0, 2.0], np.float32)
+_INTERACTIONS = np.random.RandomState(0).randn(5, 5).astype(np.float32)
+_WEIGHTS = np.array([1.0, -2.0, 0.5, 3.0, -1.0], np.float32)
+
+
+def interaction_objective(b):
+  """sum(a*b) + b'Wb + sin(2 sum b) over the first D <= 5 units."""
+  d = b.shape[-1]
+  return (tf.reduce_sum(b * _WEIGHTS[:d], -1)
+          + tf.einsum("...i,ij,...j->...", b, _INTERACTIONS[:d, :d], b)
+          + tf.sin(2.0 * tf.reduce_sum(b, -1)))
+
+
+BERNOULLI_PROBLEM = TestProblem(
+    "bernoulli", _BERNOULLI_LOGITS, interaction_objective,
+    "5 units, logits (0.3, -1.2, 6, -6, 2), linear + pairwise interactions "
+    "+ sin(2 sum b)")
+
+_CATEGORICAL_LOGITS = np.array([[0.5, -1.0, 4.0, -4.0], [-4.0, 1.5, 0.0, 3.0]],
+                               np.float32)
+_RS = np.random.RandomState(0)
+_COUPLING = (0.7 * _RS.randn(4, 4)).astype(np.float32)
+_A0 = np.array([1.0, -0.5, 0.3, 0.8], np.float32)
+_A1 = np.array([-0.7, 0.4, 1.1, -0.2], np.float32)
+
+
+def coupled_objective(z):
+  """Two variables of C <= 4 categories, coupled; |f| < 4 on every state."""
+  c = z.shape[-1]
+  z0, z1 = z[..., 0, :], z[..., 1, :]
+  return (tf.reduce_sum(z0 * _A0[:c], -1) + tf.reduce_sum(z1 * _A1[:c], -1)
+          + tf.einsum("...i,ij,...j->...", z0, _COUPLING[:c, :c], z1)
+          + tf.sin(2.0 * tf.reduce_sum(
+              z0 * z1 * np.arange(c, dtype=np.float32), -1)))
+
+
+def categorical_problem(num_categories: int = 4) -> TestProblem:
+  """V = 2 variables of C in {2, 3, 4} categories, logits up to +-4."""
+  if not 2 <= num_categories <= 4:
+    raise ValueError(f"`num_categories` must be 2, 3 or 4, got "
+                     f"{num_categories}.")
+  return TestProblem(
+      "categorical", _CATEGORICAL_LOGITS[:, :num_categories], coupled_objective,
+      f"2 variables x {num_categories} categories, coupled non-linear")
+
+
+FAMILIES = ("bernoulli", "categorical")
+
+#: Shell command that rewrites README.md's estimator tables.
+UPDATE_README_COMMAND = (
+    ".venv/bin/python -c 'from tf_discrete import diagnostics; "
+    "diagnostics.update_readme(\"README.md\")'")
+
+_COLUMNS = ("estimator", "estimates", "objective evaluations", "unbiased",
+            "needs ∇f", "trainable state", "options", "paper")
+
+
+def _yes_no(flag: bool) -> str:
+  return "yes" if flag else "no"
+
+
+def estimator_table(family) -> str:
+  """Markdown table of ``family``'s estimators, one row per registry name.
+
+  Columns: name, what it estimates, objective evaluations
+  (``facts.cost.describe()``), unbiased, needs the objective's gradient,
+  trainable state, options (``name=default``), paper. Every cell comes from
+  the estimator's :class:`~tf_discrete.facts.Facts`.
+  """
+  family = get_family(family)
+  lines = ["| " + " | ".join(_COLUMNS) + " |",
+           "|" + "---|" * len(_COLUMNS)]
+  for name, estimator in family.registry.items():
+    facts = estimator.facts
+    options = ", ".join(f"`{o.describe()}`" for o in facts.options)
+    cells = (f"`{name}`", facts.estimates.description, facts.cost.describe(),
+             _yes_no(facts.unbiased), _yes_no(facts.needs_objective_gradient),
+             _yes_no(facts.trainable_state), options, facts.paper)
+    lines.append("|" + "|".join(f" {c} " if c else " " for c in cells) + "|")
+  return "\n".join(lines) + "\n"
+
+
+def _block_pattern(family: str) -> "re.Pattern":
+  return re.compile(
+      rf"(^<!-- estimators:{family} -->\n)(.*?)(^<!-- /estimators:{family} -->$)",
+      re.S | re.M)
+
+
+def readme_tables(text: str) -> Dict[str, Optional[str]]:
+  """The estimator tables currently in a README's text, by family.
+
+  A table is what lies between the lines ``<!-- estimators:FAMILY -->`` and
+  ``<!-- /estimators:FAMILY -->``; None for a family without such a block.
+  """
+  found = {}
+  for family in FAMILIES:
+    match = _block_pattern(family).search(text)
+    found[family] = None if match is None else match.group(2)
+  return found
+
+
+def render_readme(text: str) -> str:
+  """``text`` with every marked estimator table regenerated."""
+  for family in FAMILIES:
+    table = estimator_table(family)
+    text = _block_pattern(family).sub(
+        lambda m, table=table: m.group(1) + table + m.group(3), text)
+  return text
+
+
+def update_readme(path="README.md") -> bool:
+  """Regenerates the marked estimator tables of ``path`` in place.
+
+  Returns:
+    Whether the file changed.
+
+  Raises:
+    ValueError: a family's markers are missing.
+  """
+  path = pathlib.Path(path)
+  text = path.read_text(encoding="utf-8")
+  missing = [f for f, t in readme_tables(text).items() if t is None]
+  if missing:
+    raise ValueError(
+        f"{path} has no estimator block for {missing}: add the lines "
+        f"'<!-- estimators:FAMILY -->' and '<!-- /estimators:FAMILY -->'.")
+  new = render_readme(text)
+  if new != text:
+    path.write_text(new, encoding="utf-8")
+  return new != text

@@ -7,7 +7,6 @@ decoder and prior weights get the ordinary pathwise gradient.
 """
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from tf_discrete import layers
@@ -68,8 +67,9 @@ class TwoLayerBernoulliVAE(keras.Model):
   """x -> b1 -> b2 with two stochastic layers (subclassed model).
 
   q(b1|x) q(b2|b1) and p(b2) p(b1|b2) p(x|b1). Each latent layer estimates
-  its own logits' gradient (DESIGN §3): layer 2's objective holds b1 at its
-  forward sample; layer 1's objective re-samples b2 for each of its samples.
+  its own logits' gradient, one stochastic layer at a time: layer 2's
+  objective holds b1 at its forward sample; layer 1's objective re-samples
+  b2 for each of its samples.
   The model returns the ELBO estimate of layer 1 (whose pathwise gradient
   trains the decoders) plus layer 2's estimate minus its own value: zero in
   the forward pass, layer 2's estimator gradient in the backward pass.
@@ -123,18 +123,3 @@ class TwoLayerBernoulliVAE(keras.Model):
 def negative_elbo_loss(_, elbo):
   """Keras loss for models whose output is the ELBO estimate."""
   return -tf.reduce_mean(elbo)
-
-
-# A small shared test problem: five units with logits up to ±6 (so rare
-# states matter) and a non-linear objective with pairwise interactions.
-LOGITS = np.array([0.3, -1.2, 6.0, -6.0, 2.0], np.float32)
-_INTERACTIONS = np.random.RandomState(0).randn(5, 5).astype(np.float32)
-_WEIGHTS = np.array([1.0, -2.0, 0.5, 3.0, -1.0], np.float32)
-
-
-def interaction_objective(b):
-  """sum(a*b) + b'Wb + sin(2 sum b) over the first D <= 5 units."""
-  d = b.shape[-1]
-  return (tf.reduce_sum(b * _WEIGHTS[:d], -1)
-          + tf.einsum("...i,ij,...j->...", b, _INTERACTIONS[:d, :d], b)
-          + tf.sin(2.0 * tf.reduce_sum(b, -1)))

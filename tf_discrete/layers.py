@@ -38,11 +38,12 @@ class _LatentLayer(keras.layers.Layer):
                estimator_options=None, **kwargs):
     super().__init__(**kwargs)
     self._family = importlib.import_module(f"tf_discrete.{self.family_name}")
-    self._family.get(estimator)  # Fail at construction on unknown names.
+    self.estimator_options = dict(estimator_options or {})
+    # Fail at construction on unknown names and invalid options.
+    self._family.get(estimator).resolve_options(self.estimator_options)
     self.estimator = estimator
     self.num_samples = num_samples
     self.seed = seed
-    self.estimator_options = dict(estimator_options or {})
     self.objective = objective
     self.seed_generator = keras.random.SeedGenerator(seed)
 
@@ -97,7 +98,8 @@ class BernoulliLatent(_LatentLayer):
     seed: int seed of the layer's ``SeedGenerator``; None for a random one.
     objective: optional default objective (a Keras layer or serializable
       callable), used when ``call`` gets none.
-    estimator_options: dict of estimator options.
+    estimator_options: dict of estimator options
+      (``tf_discrete.bernoulli.get(estimator).facts.options``).
   """
 
   family_name = "bernoulli"
@@ -123,7 +125,8 @@ class CategoricalLatent(_LatentLayer):
     objective: optional default objective (a Keras layer or serializable
       callable), used when ``call`` gets none.
     estimator_options: dict of estimator options (e.g.
-      ``{"logits_order": "ascending"}``).
+      ``{"logits_order": "ascending"}``; see
+      ``tf_discrete.categorical.get(estimator).facts.options``).
   """
 
   family_name = "categorical"

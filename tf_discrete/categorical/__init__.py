@@ -9,26 +9,15 @@ C]`` (S = objective evaluations, one batched call) and returns ``[S,
 (f held constant); a direct dependence of f on the logits is differentiated
 pathwise on top (see :func:`estimate`).
 
-+-----------------+-------------------------+----------+--------------------------+
-| name            | objective evaluations   | unbiased | paper                    |
-+=================+=========================+==========+==========================+
-| ``reinforce``   | K (default 1)           | yes      | Williams 1992            |
-| ``rloo``        | K >= 2 (default C)      | yes      | Kool et al. 2019         |
-| ``ar``          | K (default 1)           | yes      | Yin, Yue, Zhou 2019      |
-| ``ars``         | C (fixed)               | yes      | Yin, Yue, Zhou 2019      |
-| ``arsm``        | C(C-1)/2 + 1 (fixed)    | yes      | Yin, Yue, Zhou 2019      |
-| ``ars_plus``    | C (fixed)               | yes      | Yin, Yue, Zhou 2019      |
-| ``arsm_plus``   | C(C-1)/2 + 1 (fixed)    | yes      | Yin, Yue, Zhou 2019      |
-| ``disarm_sb``   | 2P (default 2)          | yes      | Dong, Mnih, Tucker 2021  |
-| ``disarm_tree`` | 2P (default 2), C = 2^d | yes      | Dong, Mnih, Tucker 2021  |
-| ``disarm_iw``   | 2P (default 2)          | yes [1]_ | Dong, Mnih, Tucker 2021  |
-+-----------------+-------------------------+----------+--------------------------+
+Each estimator's cost, target, bias, options and paper are declared once,
+in its ``facts`` (:class:`tf_discrete.Facts`): ``get(name).facts``, or the
+whole table with ``tf_discrete.diagnostics.estimator_table("categorical")``.
+The formula of each is in its class docstring (``help(get(name))``).
 
-.. [1] with the default ``logits_order='ascending'``; other orders leave
-   pairs outside the coupling's support (see :mod:`.coupled`).
-
-Module layout: :mod:`.score_function` (REINFORCE, RLOO), :mod:`.arsm` (AR,
-ARS, ARSM, ARS+, ARSM+), :mod:`.coupled` (DisARM-SB, -Tree, -IW).
+Module layout: :mod:`._common` (registry, noise, the independent sampling
+scheme, shape tools), :mod:`.score_function` (REINFORCE, RLOO),
+:mod:`.arsm` (AR, ARS, ARSM, ARS+, ARSM+), :mod:`.coupled` (DisARM-SB,
+-Tree, -IW).
 """
 
 import itertools
@@ -40,6 +29,7 @@ from tf_discrete import _core
 from tf_discrete.categorical import _common
 from tf_discrete.categorical import arsm  # Registers its estimators.
 from tf_discrete.categorical import coupled  # Registers its estimators.
+from tf_discrete.categorical import relaxation  # Registers its estimators.
 from tf_discrete.categorical import score_function  # Registers its estimators.
 from tf_discrete.categorical._common import REGISTRY
 
@@ -91,16 +81,16 @@ def estimate(objective, logits, estimator="rloo", num_samples=None,
       the last axis), C >= 2.
     estimator: a name from :func:`available`.
     num_samples: objective evaluations S where the estimator allows a
-      choice: ``reinforce``, ``ar`` (K, default 1), ``rloo`` (K >= 2,
-      default C), ``disarm_sb``, ``disarm_tree``, ``disarm_iw`` (even, S/2
-      antithetic pairs, default 2). ``ars`` (C), ``arsm`` and ``arsm_plus``
-      (C(C-1)/2 + 1), ``ars_plus`` (C) have a fixed cost; pass None or that
-      number.
+      choice (``get(estimator).facts.cost``): ``reinforce``, ``ar`` (K,
+      default 1), ``rloo`` (K >= 2, default C), ``disarm_sb``,
+      ``disarm_tree``, ``disarm_iw`` (even, S/2 antithetic pairs, default
+      2). ``ars``, ``ars_plus`` (C) and ``arsm``, ``arsm_plus``
+      (C(C-1)/2 + 1) have a fixed cost; pass None or that number.
     seed: None (fresh randomness) or a stateless seed ``int[2]`` / int.
-    **options: ``logits_order`` for ``disarm_sb`` (default None) and
-      ``disarm_iw`` (default 'ascending'): one of None, 'none',
-      'ascending', 'descending', 'abs'. ``symmetry_mask`` (bool, default
-      True) for ``ars_plus``, ``arsm_plus``.
+    **options: the estimator's options (``get(estimator).facts.options``,
+      with accepted values and defaults): ``logits_order`` for
+      ``disarm_sb`` and ``disarm_iw``, ``symmetry_mask`` for ``ars_plus``
+      and ``arsm_plus``.
 
   Returns:
     ``[*batch]`` estimate of :math:`\mathbb{E}_q[f]` (the mean of f over

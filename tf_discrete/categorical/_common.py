@@ -1,4 +1,5 @@
-"""Pieces shared by the categorical estimators: registry, noise, shape tools.
+"""Pieces shared by the categorical estimators: registry, noise, the
+independent sampling scheme, shape tools.
 
 Conventions used throughout the subpackage:
 
@@ -10,6 +11,8 @@ Conventions used throughout the subpackage:
 * All randomness is stateless (:func:`tf_discrete._core.uniform`), so the
   same seed gives the same samples eagerly, in ``tf.function`` and under XLA.
 """
+
+import dataclasses
 
 import numpy as np
 import tensorflow as tf
@@ -96,6 +99,49 @@ def exponential_race(log_e: tf.Tensor, theta: tf.Tensor) -> tf.Tensor:
   return tf.argmin(log_e - theta, axis=-1, output_type=tf.int32)
 
 
+def log_add_exp(a: tf.Tensor, b: tf.Tensor) -> tf.Tensor:
+  """``log(exp(a) + exp(b))`` for finite a, b, without overflow."""
+  return tf.maximum(a, b) + tf.math.softplus(-tf.abs(a - b))
+
+
+def race_given_winner(log_e: tf.Tensor, theta: tf.Tensor,
+                      index: tf.Tensor) -> tf.Tensor:
+  r"""Perturbed logits :math:`\theta + G` drawn given their argmax.
+
+  Top-down construction in exponential form. The race :math:`X_c = E_c
+  e^{-\theta_c}` (so :math:`\theta_c + G_c = -\log X_c` with G standard
+  Gumbel) has its minimum :math:`X_k \sim \mathrm{Exp}(Z)`, :math:`Z =
+  \sum_c e^{\theta_c}`, independent of the winner k; given k, the others
+  are :math:`X_i = X_k + E_i e^{-\theta_i}` (memorylessness). So with
+  fresh :math:`E \sim \mathrm{Exp}(1)`:
+
+  .. math:: \log X_k = \log E_k - \log Z, \qquad
+     \log X_i = \mathrm{logaddexp}(\log X_k, \log E_i - \theta_i),
+
+  all in log space (finite for any finite logits), and :math:`\arg\max_c
+  (-\log X_c) = k`.
+
+  Args:
+    log_e: ``[*lead, *batch, V, C]`` fresh :math:`\log E` (work dtype).
+    theta: ``[*batch, V, C]`` logits (work dtype, constant).
+    index: ``[*batch, V]``-suffixed int32 winners, broadcastable to
+      ``log_e[..., 0]``.
+
+  Returns:
+    ``[*lead, *batch, V, C]`` perturbed logits :math:`-\log X`.
+  """
+  winner = tf.equal(index[..., tf.newaxis],
+                    tf.range(num_categories(theta), dtype=index.dtype))
+  winner = tf.broadcast_to(winner, tf.shape(log_e))
+  log_z = tf.reduce_logsumexp(theta, axis=-1, keepdims=True)
+  log_x_winner = tf.reduce_sum(
+      tf.where(winner, log_e, tf.zeros_like(log_e)), axis=-1,
+      keepdims=True) - log_z
+  log_x = tf.where(winner, tf.broadcast_to(log_x_winner, tf.shape(log_e)),
+                   log_add_exp(log_x_winner, log_e - theta))
+  return -log_x
+
+
 def one_hot(index: tf.Tensor, depth: int, dtype) -> tf.Tensor:
   return tf.one_hot(index, depth, dtype=dtype)
 
@@ -103,6 +149,40 @@ def one_hot(index: tf.Tensor, depth: int, dtype) -> tf.Tensor:
 def score(samples: tf.Tensor, theta: tf.Tensor) -> tf.Tensor:
   r""":math:`\nabla_\theta \log q(z) = \mathrm{onehot}(z) - \mathrm{softmax}(\theta)`."""
   return samples - tf.nn.softmax(theta, axis=-1)
+
+
+# --------------------------------------------------------------------------
+# The independent sampling scheme.
+# --------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class RaceNoise:
+  r"""Noise of K independent exponential-race samples.
+
+  Attributes:
+    log_e: ``[K, *batch, V, C]`` (work dtype), :math:`\log E` with
+      :math:`E_c \sim \mathrm{Exp}(1)`; sample k of variable v is
+      :math:`\arg\min_c (\log E_{k,v,c} - \theta_{v,c})`.
+  """
+  log_e: tf.Tensor
+
+  @property
+  def pi(self) -> tf.Tensor:
+    r"""The Dirichlet(1, ..., 1) vectors :math:`\pi = E / \sum_c E_c`."""
+    return tf.nn.softmax(self.log_e, axis=-1)
+
+
+class IndependentSamples(_core.Estimator):
+  """K independent categorical samples of every variable (exponential race)."""
+
+  def sample(self, logits, num_samples, seed) -> _core.Draw[RaceNoise]:
+    theta = to_work(logits)
+    shape = tf.concat([[num_samples], tf.shape(theta)], 0)
+    log_e = log_exponential(shape, seed, theta.dtype)
+    index = exponential_race(log_e, theta)
+    return _core.Draw(one_hot(index, num_categories(logits), logits.dtype),
+                      RaceNoise(log_e))
 
 
 # --------------------------------------------------------------------------

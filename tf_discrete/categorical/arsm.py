@@ -63,8 +63,13 @@ variance (:math:`\mathrm{Var}(g 1_{A^c}) = \mathrm{Var}(g) - \mathbb{E}[g^2
 1_A]` when :math:`\mathbb{E}[g 1_A] = 0`). With V = 1 the term is exactly
 zero anyway. Option ``symmetry_mask`` (default True) turns it off for
 ablations.
+
+Noise. Both schemes (one reference index per variable for ARS/ARS+, all
+references for ARSM/ARSM+) record their Dirichlet draw, pseudo-actions and
+swaps in a :class:`SwapNoise`.
 """
 
+import dataclasses
 import itertools
 
 import numpy as np
@@ -73,6 +78,50 @@ import tensorflow as tf
 from tf_discrete import _core
 from tf_discrete.categorical import _common
 from tf_discrete.categorical._common import REGISTRY
+from tf_discrete.facts import Cost
+from tf_discrete.facts import Estimates
+from tf_discrete.facts import Facts
+from tf_discrete.facts import Option
+
+#: The "+" estimators' option: zero the gradient of variables whose
+#: pseudo-actions all agree (unbiased, never more variance).
+SYMMETRY_MASK = Option(
+    "symmetry_mask", default=True, accepted=(True, False),
+    doc="zero the contribution of variables whose pseudo-actions all agree")
+
+PAPER = "Yin, Yue, Zhou 2019"
+
+
+@dataclasses.dataclass(frozen=True)
+class SwapNoise:
+  r"""Noise of the swap estimators (ARS, ARSM and their "+" variants).
+
+  Attributes:
+    log_pi: ``[*batch, V, C]``, log of the Dirichlet(1) draw :math:`\pi_v`.
+    pseudo_log_pi: ``[S, *batch, V, C]``; pseudo-action s is
+      ``argmin(pseudo_log_pi[s] - theta)``.
+    actions: ``[S, *batch, V]`` int32, those argmins.
+    swap_a, swap_b: int32 broadcastable to ``[S, *batch, V]``: pseudo-action
+      s exchanges positions ``swap_a[s]`` and ``swap_b[s]`` (equal: none).
+    ref_j: ``[J, *batch, V]`` int32 reference indices (J = 1 for ARS, one
+      drawn per batch element and variable; J = C for ARSM, all of them).
+    ref_l: ``[J, *batch, V]`` int32, the partner :math:`l \neq j` whose
+      coordinate absorbs a change of :math:`\pi_j` (Rao-Blackwellization).
+  """
+  log_pi: tf.Tensor
+  pseudo_log_pi: tf.Tensor
+  actions: tf.Tensor
+  swap_a: tf.Tensor
+  swap_b: tf.Tensor
+  ref_j: tf.Tensor
+  ref_l: tf.Tensor
+
+  def reference_interval(self, theta):
+    """:func:`reference_interval` of this draw: ``(lower, upper)``,
+    each ``[J, *batch, V]``."""
+    return reference_interval(self.log_pi, theta, self.pseudo_log_pi,
+                              self.actions, self.swap_a, self.swap_b,
+                              self.ref_j, self.ref_l)
 
 
 def _swap_positions(x, swap_a, swap_b):
@@ -191,19 +240,6 @@ def _all_agree(actions):
   return tf.reduce_all(tf.equal(actions, actions[:1]), axis=0)
 
 
-class _MaskedByDefault:
-  """The "+" estimators: symmetry mask on unless ``symmetry_mask=False``."""
-  use_mask = True
-  option_names = ("symmetry_mask",)
-
-  def check_options(self, options):
-    super().check_options(options)
-    mask = options.get("symmetry_mask", True)
-    if not isinstance(mask, (bool, np.bool_)):
-      raise TypeError(
-          f"`symmetry_mask` must be True or False, got {mask!r}.")
-
-
 def _dirichlet(logits, seed):
   """theta (work dtype), log pi ``[*batch, V, C]``."""
   theta = _common.to_work(logits)
@@ -217,7 +253,7 @@ def _dirichlet(logits, seed):
 
 
 @REGISTRY.register
-class AugmentReinforce(_core.Estimator):
+class AugmentReinforce(_common.IndependentSamples):
   r"""Augment-REINFORCE (AR) for categoricals.
 
   .. math:: \hat g_{v,c} = \frac1K \sum_{k=1}^K f(z_k)\,(1 - C\pi_{k,v,c}),
@@ -229,21 +265,14 @@ class AugmentReinforce(_core.Estimator):
   Yue, Zhou, ICML 2019 (Theorem 1).
   """
   name = "ar"
-
-  def sample(self, logits, num_samples, seed):
-    theta = _common.to_work(logits)
-    shape = tf.concat([[num_samples], tf.shape(theta)], 0)
-    log_e = _common.log_exponential(shape, seed, theta.dtype)
-    index = _common.exponential_race(log_e, theta)
-    return _core.Draw(
-        _common.one_hot(index, _common.num_categories(logits), logits.dtype),
-        {"pi": tf.nn.softmax(log_e, axis=-1)})
+  facts = Facts(estimates=Estimates.MEAN, cost=Cost(default=1),
+                unbiased=True, paper=PAPER)
 
   def gradient(self, values, draw, logits):
     theta = _common.to_work(logits)
     num_categories = _common.num_categories(logits)
     f = tf.cast(values, theta.dtype)[..., tf.newaxis, tf.newaxis]
-    grad = tf.reduce_mean(f * (1.0 - num_categories * draw.noise["pi"]),
+    grad = tf.reduce_mean(f * (1.0 - num_categories * draw.noise.pi),
                           axis=0)
     return _common.cast_like(grad, logits)
 
@@ -260,9 +289,12 @@ class _SingleReference(_core.Estimator):
   batch element and variable (the original code drew one j per batch with
   an unseeded NumPy RNG). Any choice of j independent of pi is unbiased.
   """
-  fixed_num_samples = staticmethod(lambda event_shape: int(event_shape[-1]))
 
-  def sample(self, logits, num_samples, seed, **options):
+  COST = Cost(default=lambda event_shape: int(event_shape[-1]), fixed=True,
+              per="pseudo-action", formula="C")
+
+  def sample(self, logits, num_samples, seed, **options
+             ) -> _core.Draw[SwapNoise]:
     del num_samples, options  # C, fixed.
     num_categories = _common.num_categories(logits)
     seed_pi, seed_j, seed_l = _core.split_seed(seed, 3)
@@ -285,28 +317,24 @@ class _SingleReference(_core.Estimator):
                  log_pi_m, log_pi[tf.newaxis]))  # [C, *batch, V, C]
     actions = _common.exponential_race(pseudo, theta)  # [C, *batch, V]
     samples = _common.one_hot(actions, num_categories, logits.dtype)
-    return _core.Draw(samples, {
-        "log_pi": log_pi, "pseudo_log_pi": pseudo, "actions": actions,
-        "ref_j": ref_j, "ref_l": ref_l,
-        "swap_a": m[..., 0], "swap_b": ref_j[tf.newaxis]})
+    return _core.Draw(samples, SwapNoise(
+        log_pi=log_pi, pseudo_log_pi=pseudo, actions=actions,
+        swap_a=m[..., 0], swap_b=ref_j[tf.newaxis], ref_j=ref_j[tf.newaxis],
+        ref_l=ref_l[tf.newaxis]))
 
-  def reference_pi(self, draw, theta):
+  def reference_pi(self, noise: SwapNoise, theta):
     """The ``pi_j`` factor ``[*batch, V]``."""
-    return tf.exp(_common.take_last(draw.noise["log_pi"],
-                                    draw.noise["ref_j"]))
+    return tf.exp(_common.take_last(noise.log_pi, noise.ref_j[0]))
 
-  use_mask = False
-
-  def gradient(self, values, draw, logits, symmetry_mask=None):
-    if symmetry_mask is None:
-      symmetry_mask = self.use_mask
+  def gradient(self, values, draw, logits, symmetry_mask=False):
+    """``symmetry_mask``: the "+" variants' option; ARS never masks."""
     theta = _common.to_work(logits)
     num_categories = _common.num_categories(logits)
     f = tf.cast(values, theta.dtype)  # [C, *batch]
     centred = _common.leading_to_last(f - tf.reduce_mean(f, axis=0))
-    weight = 1.0 - num_categories * self.reference_pi(draw, theta)
+    weight = 1.0 - num_categories * self.reference_pi(draw.noise, theta)
     if symmetry_mask:
-      weight = tf.where(_all_agree(draw.noise["actions"]),
+      weight = tf.where(_all_agree(draw.noise.actions),
                         tf.zeros_like(weight), weight)
     grad = centred[..., tf.newaxis, :] * weight[..., tf.newaxis]
     return _common.cast_like(grad, logits)
@@ -326,10 +354,12 @@ class AugmentReinforceSwap(_SingleReference):
   Unbiased. Yin, Yue, Zhou, ICML 2019.
   """
   name = "ars"
+  facts = Facts(estimates=Estimates.MEAN, cost=_SingleReference.COST,
+                unbiased=True, paper=PAPER)
 
 
 @REGISTRY.register
-class AugmentReinforceSwapPlus(_MaskedByDefault, _SingleReference):
+class AugmentReinforceSwapPlus(_SingleReference):
   r"""ARS+: ARS with :math:`\pi_{v,j}` Rao-Blackwellized.
 
   .. math:: \hat g_{v,c} = \Big(f(z^{c\rightleftharpoons j}) - \frac1C
@@ -347,13 +377,13 @@ class AugmentReinforceSwapPlus(_MaskedByDefault, _SingleReference):
   removing a zero-mean term). Yin, Yue, Zhou, ICML 2019.
   """
   name = "ars_plus"
+  facts = Facts(estimates=Estimates.MEAN, cost=_SingleReference.COST,
+                unbiased=True, options=(SYMMETRY_MASK,), paper=PAPER)
 
-  def reference_pi(self, draw, theta):
-    noise = draw.noise
+  def reference_pi(self, noise: SwapNoise, theta):
     return reference_expectation(
-        noise["log_pi"], theta, noise["pseudo_log_pi"], noise["actions"],
-        noise["swap_a"], noise["swap_b"], noise["ref_j"][tf.newaxis],
-        noise["ref_l"][tf.newaxis])[0]
+        noise.log_pi, theta, noise.pseudo_log_pi, noise.actions,
+        noise.swap_a, noise.swap_b, noise.ref_j, noise.ref_l)[0]
 
 
 # --------------------------------------------------------------------------
@@ -391,9 +421,12 @@ def _arsm_evaluations(event_shape):
 
 class _AllReferences(_core.Estimator):
   """The C(C-1)/2 + 1 distinct pseudo-actions of all swaps (i, j)."""
-  fixed_num_samples = staticmethod(_arsm_evaluations)
 
-  def sample(self, logits, num_samples, seed, **options):
+  COST = Cost(default=_arsm_evaluations, fixed=True, per="pseudo-action",
+              formula="C(C-1)/2 + 1")
+
+  def sample(self, logits, num_samples, seed, **options
+             ) -> _core.Draw[SwapNoise]:
     del num_samples, options
     num_categories = _common.num_categories(logits)
     swap_a, swap_b, permutation, _ = _swap_tables(num_categories)
@@ -413,21 +446,18 @@ class _AllReferences(_core.Estimator):
     offset = _common.uniform_index(lead_shape, seed_l, theta.dtype,
                                    max(num_categories - 1, 1))
     ref_l = tf.math.floormod(ref_j + 1 + offset, num_categories)
-    return _core.Draw(samples, {
-        "log_pi": log_pi, "pseudo_log_pi": pseudo, "actions": actions,
-        "ref_j": ref_j, "ref_l": ref_l,
-        "swap_a": _common.reshape_leading(swap_a, rank),
-        "swap_b": _common.reshape_leading(swap_b, rank)})
+    return _core.Draw(samples, SwapNoise(
+        log_pi=log_pi, pseudo_log_pi=pseudo, actions=actions,
+        swap_a=_common.reshape_leading(swap_a, rank),
+        swap_b=_common.reshape_leading(swap_b, rank), ref_j=ref_j,
+        ref_l=ref_l))
 
-  def reference_pi(self, draw, theta):
+  def reference_pi(self, noise: SwapNoise, theta):
     """``[*batch, V, C]``: the pi_j factors."""
-    return tf.exp(draw.noise["log_pi"])
+    return tf.exp(noise.log_pi)
 
-  use_mask = False
-
-  def gradient(self, values, draw, logits, symmetry_mask=None):
-    if symmetry_mask is None:
-      symmetry_mask = self.use_mask
+  def gradient(self, values, draw, logits, symmetry_mask=False):
+    """``symmetry_mask``: the "+" variants' option; ARSM never masks."""
     theta = _common.to_work(logits)
     num_categories = _common.num_categories(logits)
     _, _, _, index = _swap_tables(num_categories)
@@ -435,9 +465,9 @@ class _AllReferences(_core.Estimator):
     swap_matrix = tf.gather(f, index, axis=0)  # [C (c), C (j), *batch]
     centred = swap_matrix - tf.reduce_mean(swap_matrix, axis=0)
     centred = _common.leading_to_last(centred, 2)  # [*batch, c, j]
-    weight = 1.0 / num_categories - self.reference_pi(draw, theta)
+    weight = 1.0 / num_categories - self.reference_pi(draw.noise, theta)
     if symmetry_mask:
-      weight = tf.where(_all_agree(draw.noise["actions"])[..., tf.newaxis],
+      weight = tf.where(_all_agree(draw.noise.actions)[..., tf.newaxis],
                         tf.zeros_like(weight), weight)
     grad = tf.einsum("...cj,...vj->...vc", centred, weight)
     return _common.cast_like(grad, logits)
@@ -459,10 +489,12 @@ class AugmentReinforceSwapMerge(_AllReferences):
   once. Unbiased. Yin, Yue, Zhou, ICML 2019.
   """
   name = "arsm"
+  facts = Facts(estimates=Estimates.MEAN, cost=_AllReferences.COST,
+                unbiased=True, paper=PAPER)
 
 
 @REGISTRY.register
-class AugmentReinforceSwapMergePlus(_MaskedByDefault, _AllReferences):
+class AugmentReinforceSwapMergePlus(_AllReferences):
   r"""ARSM+: ARSM with every :math:`\pi_{v,j}` Rao-Blackwellized.
 
   .. math:: \hat g_{v,c} = \sum_j \Big(F_{cj} - \frac1C\sum_m F_{mj}\Big)
@@ -477,10 +509,11 @@ class AugmentReinforceSwapMergePlus(_MaskedByDefault, _AllReferences):
   variance <= ARSM. Yin, Yue, Zhou, ICML 2019.
   """
   name = "arsm_plus"
+  facts = Facts(estimates=Estimates.MEAN, cost=_AllReferences.COST,
+                unbiased=True, options=(SYMMETRY_MASK,), paper=PAPER)
 
-  def reference_pi(self, draw, theta):
-    noise = draw.noise
+  def reference_pi(self, noise: SwapNoise, theta):
     expected = reference_expectation(
-        noise["log_pi"], theta, noise["pseudo_log_pi"], noise["actions"],
-        noise["swap_a"], noise["swap_b"], noise["ref_j"], noise["ref_l"])
+        noise.log_pi, theta, noise.pseudo_log_pi, noise.actions,
+        noise.swap_a, noise.swap_b, noise.ref_j, noise.ref_l)
     return _common.leading_to_last(expected)  # [*batch, V, C (j)]

@@ -41,9 +41,14 @@ code) changes the representation, hence the variance, not the mean: the
 permutation is a locally constant function of :math:`\theta`. Samples are
 mapped back to the original categories before f sees them. Ties are broken
 by category index, so sorting is identical under XLA.
+
+Noise. The stick-breaking scheme records its pairs in a
+:class:`StickBreakingNoise`, the tree scheme in a :class:`TreeNoise`.
 """
 
+import dataclasses
 import math
+from typing import Optional
 
 import numpy as np
 import tensorflow as tf
@@ -51,23 +56,30 @@ import tensorflow as tf
 from tf_discrete import _core
 from tf_discrete.categorical import _common
 from tf_discrete.categorical._common import REGISTRY
+from tf_discrete.facts import Cost
+from tf_discrete.facts import Estimates
+from tf_discrete.facts import Facts
+from tf_discrete.facts import Option
 
-LOGITS_ORDERS = ("none", "ascending", "descending", "abs")
+PAPER = "Dong, Mnih, Tucker 2021"
 
+#: Cost of the coupled estimators: 2P evaluations, one pair by default.
+PAIRS = Cost(default=2, minimum=2, multiple=2, per="pair")
 
-def check_logits_order(order):
-  """Validates ``logits_order``; returns the canonical value."""
-  if order is None:
-    return "none"
-  if not isinstance(order, str) or order not in LOGITS_ORDERS:
-    raise ValueError(
-        f"`logits_order` must be one of None, 'none', 'ascending', "
-        f"'descending', 'abs'; got {order!r}.")
-  return order
+#: Sorting of each variable's categories before stick breaking (None: the
+#: estimator's default). Estimators declare it with their own default.
+LOGITS_ORDER = Option(
+    "logits_order", default="none",
+    accepted=(None, "none", "ascending", "descending", "abs"),
+    doc="sort each variable's categories before stick breaking (by theta, "
+    "-theta or |theta|); changes the variance, not the mean")
 
 
 def sort_permutation(theta, order):
   """Per-variable sort of the categories, ties broken by index.
+
+  ``order``: 'none', 'ascending', 'descending' or 'abs' (canonical values of
+  the ``logits_order`` option).
 
   Returns:
     ``(perm, rank)``, int32 ``[*batch, V, C]``: sorted position r holds
@@ -223,11 +235,50 @@ def disarm_tree_gradient(f1, f2, bits1, bits2, visits1, visits2, logits):
 # --------------------------------------------------------------------------
 
 
+@dataclasses.dataclass(frozen=True)
+class StickBreakingNoise:
+  r"""Noise of P antithetic pairs on the stick-breaking bits.
+
+  Attributes:
+    alpha: ``[*batch, V, C-1]`` stick logits (of the sorted categories).
+    tail: ``[*batch, V, C-1, C]``, their Jacobian factor
+      (:func:`stick_breaking_logits`).
+    rank: ``[*batch, V, C]`` int32 sorted position of each category, or
+      None when the categories are not sorted (``logits_order='none'``).
+    first, second: ``[P, *batch, V, C-1]`` stick bits of the two chains.
+    first_index, second_index: ``[P, *batch, V]`` int32 sampled category of
+      each chain, in sorted order.
+  """
+  alpha: tf.Tensor
+  tail: tf.Tensor
+  rank: Optional[tf.Tensor]
+  first: tf.Tensor
+  second: tf.Tensor
+  first_index: tf.Tensor
+  second_index: tf.Tensor
+
+
+@dataclasses.dataclass(frozen=True)
+class TreeNoise:
+  r"""Noise of P antithetic pairs on the balanced-tree bits.
+
+  Attributes:
+    beta: ``[*batch, V, C-1]`` node logits.
+    jacobian: ``[*batch, V, C-1, C]``, ``d beta_n / d theta_i``.
+    first, second: ``[P, *batch, V, C-1]`` node bits of the two chains.
+    first_visits, second_visits: ``[P, *batch, V, C-1]``, 1 where the
+      chain's root-to-leaf walk passes through the node.
+  """
+  beta: tf.Tensor
+  jacobian: tf.Tensor
+  first: tf.Tensor
+  second: tf.Tensor
+  first_visits: tf.Tensor
+  second_visits: tf.Tensor
+
+
 class _Pairs(_core.Estimator):
   """P = num_samples / 2 antithetic pairs; samples ``[chain 1s, chain 2s]``."""
-  default_num_samples = 2
-  min_num_samples = 2
-  even_num_samples = True
 
   @staticmethod
   def _uniforms(logits, num_samples, seed, num_nodes):
@@ -243,24 +294,16 @@ class _Pairs(_core.Estimator):
 
 
 class _StickBreakingPairs(_Pairs):
-  """Antithetic pairs on the (optionally sorted) stick-breaking bits."""
-  default_order = "none"
-  option_names = ("logits_order",)
+  """Antithetic pairs on the (optionally sorted) stick-breaking bits.
 
-  def check_options(self, options):
-    super().check_options(options)
-    check_logits_order(options.get("logits_order", self.default_order))
+  ``logits_order`` is the canonical value of the option (never None).
+  """
 
-  def _order(self, logits_order):
-    if logits_order is None:
-      logits_order = self.default_order
-    return check_logits_order(logits_order)
-
-  def sample(self, logits, num_samples, seed, logits_order=None):
-    order = self._order(logits_order)
+  def sample(self, logits, num_samples, seed, logits_order
+             ) -> _core.Draw[StickBreakingNoise]:
     theta = _common.to_work(logits)
     num_categories = _common.num_categories(logits)
-    perm, rank = sort_permutation(theta, order)
+    perm, rank = sort_permutation(theta, logits_order)
     sorted_theta = theta if perm is None else _common.permute_last(theta, perm)
     alpha, tail = stick_breaking_logits(sorted_theta)
     u = self._uniforms(logits, num_samples, seed, num_categories - 1)
@@ -272,9 +315,9 @@ class _StickBreakingPairs(_Pairs):
       categories = [_common.take_last(perm, s) for s in sorted_index]
     samples = _common.one_hot(tf.concat(categories, 0), num_categories,
                               logits.dtype)
-    return _core.Draw(samples, {
-        "alpha": alpha, "tail": tail, "rank": rank, "first": first,
-        "second": second, "sorted_index": sorted_index})
+    return _core.Draw(samples, StickBreakingNoise(
+        alpha=alpha, tail=tail, rank=rank, first=first, second=second,
+        first_index=sorted_index[0], second_index=sorted_index[1]))
 
 
 @REGISTRY.register
@@ -297,19 +340,20 @@ class DisarmStickBreaking(_StickBreakingPairs):
   only. Dong, Mnih, Tucker, NeurIPS 2021.
   """
   name = "disarm_sb"
+  facts = Facts(estimates=Estimates.MEAN, cost=PAIRS, unbiased=True,
+                options=(LOGITS_ORDER,), paper=PAPER)
 
-  def gradient(self, values, draw, logits, logits_order=None):
+  def gradient(self, values, draw, logits, logits_order):
     del logits_order
     noise = draw.noise
     theta = _common.to_work(logits)
     f1, f2 = tf.split(tf.cast(values, theta.dtype), 2, axis=0)
     grad_alpha = disarm_tree_gradient(
-        f1, f2, noise["first"], noise["second"],
-        _stick_visits(noise["first"]), _stick_visits(noise["second"]),
-        noise["alpha"])
-    grad = stick_breaking_vjp(grad_alpha, noise["tail"])
-    if noise["rank"] is not None:
-      grad = _common.permute_last(grad, noise["rank"])
+        f1, f2, noise.first, noise.second, _stick_visits(noise.first),
+        _stick_visits(noise.second), noise.alpha)
+    grad = stick_breaking_vjp(grad_alpha, noise.tail)
+    if noise.rank is not None:
+      grad = _common.permute_last(grad, noise.rank)
     return _common.cast_like(grad, logits)
 
 
@@ -328,6 +372,8 @@ class DisarmTree(_Pairs):
   NeurIPS 2021.
   """
   name = "disarm_tree"
+  facts = Facts(estimates=Estimates.MEAN, cost=PAIRS, unbiased=True,
+                paper=PAPER)
 
   @staticmethod
   def _depth(num_categories):
@@ -338,11 +384,11 @@ class DisarmTree(_Pairs):
           f"{num_categories}. Use 'disarm_sb' for other C.")
     return int(round(math.log2(num_categories)))
 
-  def resolve_num_samples(self, num_samples, event_shape):
+  def check_event_shape(self, event_shape):
+    """C must be a power of 2."""
     self._depth(int(event_shape[-1]))
-    return super().resolve_num_samples(num_samples, event_shape)
 
-  def sample(self, logits, num_samples, seed):
+  def sample(self, logits, num_samples, seed) -> _core.Draw[TreeNoise]:
     num_categories = _common.num_categories(logits)
     depth = self._depth(num_categories)
     theta = _common.to_work(logits)
@@ -353,18 +399,18 @@ class DisarmTree(_Pairs):
     leaf2, visits2 = _tree_walk(second, depth)
     samples = _common.one_hot(tf.concat([leaf1, leaf2], 0), num_categories,
                               logits.dtype)
-    return _core.Draw(samples, {
-        "beta": beta, "jacobian": jacobian, "first": first, "second": second,
-        "visits1": visits1, "visits2": visits2})
+    return _core.Draw(samples, TreeNoise(
+        beta=beta, jacobian=jacobian, first=first, second=second,
+        first_visits=visits1, second_visits=visits2))
 
   def gradient(self, values, draw, logits):
     noise = draw.noise
     theta = _common.to_work(logits)
     f1, f2 = tf.split(tf.cast(values, theta.dtype), 2, axis=0)
     grad_beta = disarm_tree_gradient(
-        f1, f2, noise["first"], noise["second"], noise["visits1"],
-        noise["visits2"], noise["beta"])
-    grad = tf.einsum("...n,...ni->...i", grad_beta, noise["jacobian"])
+        f1, f2, noise.first, noise.second, noise.first_visits,
+        noise.second_visits, noise.beta)
+    grad = tf.einsum("...n,...ni->...i", grad_beta, noise.jacobian)
     return _common.cast_like(grad, logits)
 
 
@@ -413,15 +459,20 @@ class DisarmImportanceWeighted(_StickBreakingPairs):
   Tucker, NeurIPS 2021 (importance-weighted estimator).
   """
   name = "disarm_iw"
-  default_order = "ascending"
+  facts = Facts(estimates=Estimates.MEAN, cost=PAIRS, unbiased=True,
+                options=(dataclasses.replace(
+                    LOGITS_ORDER, default="ascending",
+                    doc=LOGITS_ORDER.doc + "; for disarm_iw only 'ascending' "
+                    "keeps it unbiased"),),
+                paper=PAPER)
 
-  def gradient(self, values, draw, logits, logits_order=None):
+  def gradient(self, values, draw, logits, logits_order):
     del logits_order
     noise = draw.noise
     theta = _common.to_work(logits)
     dtype = theta.dtype
     f1, f2 = tf.split(tf.cast(values, dtype), 2, axis=0)
-    alpha = noise["alpha"]
+    alpha = noise.alpha
     capped = tf.minimum(alpha, tf.constant(_MAX_BOTH_ZERO_LOGIT, dtype))
     # log[(1 - sigma)^2 / (1 - 2 sigma)], with 1 - 2 sigma(a) = tanh(-a/2)
     # and log tanh(x/2) = log1p(-e^-x) - log1p(e^-x) for x = -a > 0.
@@ -429,7 +480,7 @@ class DisarmImportanceWeighted(_StickBreakingPairs):
     log_both_zero = (-2.0 * tf.math.softplus(capped) -
                      (tf.math.log1p(-decay) - tf.math.log1p(decay)))
     prefix = tf.math.cumsum(log_both_zero, axis=-1, exclusive=True)
-    index1, index2 = noise["sorted_index"]
+    index1, index2 = noise.first_index, noise.second_index
     num_sticks = alpha.shape[-1]
     split = tf.minimum(tf.minimum(index1, index2), num_sticks - 1)
     log_split = -tf.math.softplus(-tf.abs(alpha))  # log sigma(|alpha|)

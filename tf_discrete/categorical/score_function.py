@@ -1,7 +1,7 @@
 r"""Score-function estimators for categorical latents: REINFORCE and RLOO.
 
 Both draw K independent samples per batch element by the exponential race
-(:func:`_common.exponential_race`) and use the score
+(:class:`_common.IndependentSamples`) and use the score
 :math:`\nabla_\theta \log q(z) = \mathrm{onehot}(z) - \mathrm{softmax}(\theta)`
 of each variable.
 """
@@ -11,22 +11,13 @@ import tensorflow as tf
 from tf_discrete import _core
 from tf_discrete.categorical import _common
 from tf_discrete.categorical._common import REGISTRY
-
-
-class _IndependentSamples(_core.Estimator):
-  """K independent categorical samples of every variable."""
-
-  def sample(self, logits, num_samples, seed):
-    theta = _common.to_work(logits)
-    shape = tf.concat([[num_samples], tf.shape(theta)], 0)
-    log_e = _common.log_exponential(shape, seed, theta.dtype)
-    index = _common.exponential_race(log_e, theta)
-    return _core.Draw(
-        _common.one_hot(index, _common.num_categories(logits), logits.dtype))
+from tf_discrete.facts import Cost
+from tf_discrete.facts import Estimates
+from tf_discrete.facts import Facts
 
 
 @REGISTRY.register
-class Reinforce(_IndependentSamples):
+class Reinforce(_common.IndependentSamples):
   r"""REINFORCE (score function), no baseline.
 
   .. math:: \hat g_{v} = \frac1K \sum_{k=1}^K f(z_k)\,
@@ -37,6 +28,8 @@ class Reinforce(_IndependentSamples):
   connectionist reinforcement learning", Machine Learning 1992.
   """
   name = "reinforce"
+  facts = Facts(estimates=Estimates.MEAN, cost=Cost(default=1),
+                unbiased=True, paper="Williams 1992")
 
   def gradient(self, values, draw, logits):
     theta = _common.to_work(logits)
@@ -47,7 +40,7 @@ class Reinforce(_IndependentSamples):
 
 
 @REGISTRY.register
-class ReinforceLeaveOneOut(_IndependentSamples):
+class ReinforceLeaveOneOut(_common.IndependentSamples):
   r"""REINFORCE with the leave-one-out baseline (RLOO, VarGrad).
 
   .. math:: \hat g_v = \frac1K \sum_k \Big(f(z_k) - \frac{1}{K-1}
@@ -62,13 +55,11 @@ class ReinforceLeaveOneOut(_IndependentSamples):
   2020).
   """
   name = "rloo"
-  min_num_samples = 2
-
-  def resolve_num_samples(self, num_samples, event_shape):
-    """K = C when ``num_samples`` is None."""
-    if num_samples is None:
-      return max(2, int(event_shape[-1]))
-    return super().resolve_num_samples(num_samples, event_shape)
+  facts = Facts(
+      estimates=Estimates.MEAN,
+      cost=Cost(default=lambda event_shape: max(2, int(event_shape[-1])),
+                minimum=2, formula="C"),
+      unbiased=True, paper="Kool, van Hoof, Welling 2019")
 
   def gradient(self, values, draw, logits):
     theta = _common.to_work(logits)

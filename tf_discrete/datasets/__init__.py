@@ -20,7 +20,13 @@ batch; validation and test sets are binarized once with fixed seeds
 
 Offline use: put the raw files in a manual-directory root with one folder
 per dataset and pass it as ``manual_dir=`` or ``$TF_DISCRETE_MANUAL_DIR``;
-prepared data go to ``data_dir=`` / ``$TF_DISCRETE_DATA_DIR``.
+prepared data go to ``data_dir=`` / ``$TF_DISCRETE_DATA_DIR``. Processes
+preparing the same dataset in the same data directory at once take turns
+(a lock file there), so two runs started together both succeed.
+
+Errors of the data rather than of the code are :class:`DatasetNotFoundError`
+(a ``FileNotFoundError``) and :class:`CorruptDatasetError` (a
+``ValueError``); their messages name the file and what to do.
 """
 
 from tf_discrete.datasets._builders import DATA_DIR_ENV

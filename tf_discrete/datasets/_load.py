@@ -1,7 +1,9 @@
 """Dataset registry, :func:`load` and the :class:`Splits` it returns."""
 
+import contextlib
 import dataclasses
 import os
+import time
 from typing import Optional
 
 from absl import logging
@@ -11,6 +13,12 @@ import tensorflow_datasets as tfds
 
 from tf_discrete.datasets import _builders
 from tf_discrete.datasets import _pipeline
+from tf_discrete.datasets import _raw
+
+try:
+  import fcntl  # pylint: disable=g-import-not-at-top
+except ImportError:  # Not POSIX: preparation is not serialized.
+  fcntl = None
 
 # Seeds of the one-off binarization of the evaluation sets. The official
 # DisARM code re-binarizes valid/test at every evaluation, which adds
@@ -145,11 +153,16 @@ def load(name: str, manual_dir=None, data_dir=None,
   Returns:
     A :class:`Splits`.
 
+  Processes that load the same dataset into the same ``data_dir`` for the
+  first time at once (two runs started together) prepare it once: the first
+  takes a lock file in the data directory (``<data_dir>/<builder>.lock``)
+  and the others wait for it, then read what it prepared.
+
   Raises:
-    ValueError: unknown ``name``, or a training set too small for its
-      validation cut.
+    ValueError: unknown ``name``.
     DatasetNotFoundError: raw files missing and not downloadable.
-    CorruptDatasetError: a raw file is truncated or malformed.
+    CorruptDatasetError: a raw file is truncated or malformed, or the
+      prepared data cannot be read or are too small for the validation cut.
   """
   spec = _spec(name)
   manual_root = _arg_or_env(manual_dir, _builders.MANUAL_DIR_ENV)
@@ -157,22 +170,78 @@ def load(name: str, manual_dir=None, data_dir=None,
     download = manual_root is None
   elif not isinstance(download, bool):
     raise TypeError(f"`download` must be a bool or None, got {download!r}.")
-  builder = spec.builder(
-      data_dir=_arg_or_env(data_dir, _builders.DATA_DIR_ENV),
-      allow_download=download)
-  if manual_root is None:
-    manual_root = builder.data_dir_root / "downloads" / "manual"
-  builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
-      manual_dir=os.path.join(manual_root, builder.MANUAL_SUBDIR),
-      # These builders are not hosted on GCS; asking would only cost time.
-      try_download_gcs=False))
 
-  train, valid = _train_valid(name, spec, builder)
+  def make_builder():
+    return spec.builder(
+        data_dir=_arg_or_env(data_dir, _builders.DATA_DIR_ENV),
+        allow_download=download)
+
+  builder = make_builder()
+  if not builder.is_prepared():
+    with _preparation_lock(builder):
+      # Another process may have prepared it while this one waited.
+      builder = make_builder()
+      if not builder.is_prepared():
+        if manual_root is None:
+          manual_root = builder.data_dir_root / "downloads" / "manual"
+        builder.download_and_prepare(
+            download_config=tfds.download.DownloadConfig(
+                manual_dir=os.path.join(manual_root, builder.MANUAL_SUBDIR),
+                # These builders are not hosted on GCS; asking would only
+                # cost time.
+                try_download_gcs=False))
+
+  try:
+    train, valid = _train_valid(name, spec, builder)
+    test = builder.grey_levels("test")
+  except tf.errors.OpError as e:
+    raise _raw.CorruptDatasetError(
+        f"The prepared data of {name!r} in {builder.data_path} cannot be "
+        f"read ({type(e).__name__}: {e.message}). Remove "
+        f"{builder.data_path} to prepare them again from the raw "
+        f"files.") from e
   return Splits(
-      name=name, train=train, valid=valid,
-      test=_read_only(builder.grey_levels("test")),
+      name=name, train=train, valid=valid, test=_read_only(test),
       train_mean=_read_only(_train_mean(builder, train)),
       dynamic=spec.dynamic)
+
+
+@contextlib.contextmanager
+def _preparation_lock(builder):
+  """Holds ``<data_dir>/<builder name>.lock`` (an exclusive ``flock``,
+  waiting for it) while the dataset is prepared.
+
+  The kernel releases the lock if its holder dies, so a killed preparation
+  never blocks the next one. Without a local lock (an object-store data
+  directory, a filesystem without locks) preparation goes on unlocked.
+  """
+  root = os.fspath(builder.data_dir_root)
+  if fcntl is None or "://" in root:
+    yield
+    return
+  try:
+    os.makedirs(root, exist_ok=True)
+    fd = os.open(os.path.join(root, f"{builder.name}.lock"),
+                 os.O_RDWR | os.O_CREAT, 0o644)
+  except OSError as e:  # E.g. a read-only data directory; tfds will say.
+    logging.warning("Preparing %s without a lock: %s", builder.name, e)
+    yield
+    return
+  try:
+    try:
+      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      logging.info("Waiting for another process to prepare %s in %s.",
+                   builder.name, root)
+      start = time.time()
+      fcntl.flock(fd, fcntl.LOCK_EX)
+      logging.info("Waited %.1f s for the preparation of %s.",
+                   time.time() - start, builder.name)
+    except OSError as e:  # ENOLCK (NFS without a lock daemon), ...
+      logging.warning("Preparing %s without a lock: %s", builder.name, e)
+    yield
+  finally:
+    os.close(fd)  # Releases the lock.
 
 
 def _train_valid(name: str, spec: DatasetSpec, builder):
@@ -181,7 +250,7 @@ def _train_valid(name: str, spec: DatasetSpec, builder):
             _read_only(builder.grey_levels("validation")))
   images = _read_only(builder.grey_levels("train"))
   if not 0 < abs(spec.valid_cut) < len(images):
-    raise ValueError(
+    raise _raw.CorruptDatasetError(
         f"{name!r}: the prepared train split in {builder.data_dir} has "
         f"{len(images)} images, too few for train/valid cut at "
         f"{spec.valid_cut}.")

@@ -25,7 +25,8 @@ class DatasetNotFoundError(FileNotFoundError):
 
 
 class CorruptDatasetError(ValueError):
-  """A raw file exists but is truncated, corrupt or of the wrong layout."""
+  """A raw file exists but is truncated, corrupt or of the wrong layout, or
+  the prepared data cannot be read or do not fit the dataset's splits."""
 
 
 def corrupt(path, problem: str) -> CorruptDatasetError:

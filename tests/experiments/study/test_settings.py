@@ -1,0 +1,190 @@
+"""Tests of experiments/study/settings.py: the study's tables, runs, claims
+and reference numbers, and of the command's flags."""
+
+import os
+import subprocess
+import sys
+
+from absl import flags
+
+from experiments.study import settings
+
+REPO = settings.REPO_ROOT
+
+
+def _study():
+  return settings.study_runs(settings.Options(reuse_from=()))
+
+
+def test_study_has_the_five_tables_with_unique_runs():
+  runs = _study()
+  names = [r.name for r in runs]
+  assert len(names) == len(set(names))
+  by_group = {g.name: [r for r in runs if r.group == g.name]
+              for g in settings.GROUPS}
+  # 3 estimators x 3 data sets x 2 networks x 3 seeds; 2 x 2 x 3; 2 x 2 x 3;
+  # 5 x 1; DisARM on 3 data sets + RLOO and ARM on dynamic MNIST, 1 seed.
+  assert {k: len(v) for k, v in by_group.items()} == {
+      "binary": 54, "multilayer": 12, "multisample": 12, "categorical": 5,
+      "paper": 5}
+  assert {r.dataset for r in by_group["binary"]} == {
+      "dynamic_mnist", "fashion_mnist", "omniglot"}
+  for group in ("multilayer", "multisample", "categorical"):
+    assert {r.dataset for r in by_group[group]} == {"dynamic_mnist"}
+  assert {r.seed for r in by_group["binary"]} == {0, 1, 2}
+  assert {r.seed for r in by_group["categorical"] + by_group["paper"]} == {0}
+  for run in runs:
+    command = run.command("python")
+    assert "--demean_input" in command and "--initialize_with_bias" in command
+    assert f"--num_steps={run.steps}" in command
+    assert command[2] == ("experiments.categorical_vae"
+                          if run.group == "categorical"
+                          else "experiments.bernoulli_vae")
+  assert {r.steps for r in by_group["binary"]} == {100_000}
+  assert {r.steps for r in by_group["categorical"]} == {50_000}
+  assert {r.steps for r in by_group["paper"]} == {1_000_000}
+  assert {(r.dataset, r.variant.arm) for r in by_group["paper"]} == {
+      ("dynamic_mnist", "disarm"), ("fashion_mnist", "disarm"),
+      ("omniglot", "disarm"), ("dynamic_mnist", "rloo"),
+      ("dynamic_mnist", "arm")}
+
+
+def test_run_layout_and_flags_are_those_of_the_runs_in_progress():
+  # The runs under /work/runs/study were launched with exactly these flags
+  # and logdir; the driver must resume them unchanged.
+  options = settings.Options(root="/work/runs/study", reuse_from=())
+  run = next(r for r in settings.study_runs(options)
+             if r.name == "paper/dynamic_mnist-nonlinear-disarm-seed0")
+  assert run.logdir == ("/work/runs/study/paper/"
+                        "dynamic_mnist-nonlinear-disarm-seed0")
+  assert run.short_name == "dynamic_mnist-nonlinear-disarm-seed0"
+  assert run.command("python") == [
+      "python", "-m", "experiments.bernoulli_vae", "--dataset=dynamic_mnist",
+      "--grad_type=disarm", "--encoder_type=nonlinear", "--demean_input",
+      "--initialize_with_bias", "--seed=0", "--num_steps=1000000",
+      "--eval_every=25000", "--checkpoint_every=25000", "--log_every=1000",
+      "--logdir=/work/runs/study/paper/dynamic_mnist-nonlinear-disarm-seed0"]
+  inside = settings.Options(root=os.path.join(REPO, "runs", "study"))
+  run = settings.study_runs(inside)[0]
+  assert run.logdir == os.path.join("runs", "study", "binary",
+                                    "dynamic_mnist-linear-disarm-seed0")
+  assert run.path == os.path.join(REPO, run.logdir)
+
+
+def test_every_study_command_passes_the_binaries_flag_checks():
+  # Imported here: the binaries bring TensorFlow; the driver does not.
+  from experiments import bernoulli_vae  # pylint: disable=g-import-not-at-top
+  from experiments import categorical_vae  # pylint: disable=g-import-not-at-top
+  binaries = {settings.BERNOULLI: bernoulli_vae,
+              settings.CATEGORICAL: categorical_vae}
+  for run in _study():
+    binary = binaries[run.variant.module]
+    values = binary.default_flag_values()
+    unknown = set(run.flag_values()) - set(values)
+    assert not unknown, (run.name, unknown)
+    values.update(run.flag_values())
+    binary.check_flags(values)  # Raises ValueError for a misfit.
+
+
+def test_multisample_arms_have_equal_evaluations():
+  variants = [v for v in settings.STUDY if v.group == "multisample"]
+  for setting in {v.setting for v in variants}:
+    pair = {v.arm: v for v in variants if v.setting == setting}
+    assert set(pair) == {"local_disarm", "vimco"}
+    assert (pair["local_disarm"].flags["num_pairs"] ==
+            pair["vimco"].flags["num_pairs"])
+    assert pair["local_disarm"].evaluations == pair["vimco"].evaluations
+
+
+def test_every_claim_compares_arms_of_its_group():
+  for claim in settings.CLAIMS:
+    arms = {v.arm for v in settings.STUDY if v.group == claim.group}
+    assert claim.arm in arms and claim.other in arms, claim
+
+
+def test_paper_reference_numbers_belong_to_paper_runs():
+  assert settings.PAPER_REFERENCE == {
+      ("dynamic_mnist", "nonlinear", "disarm", "train_elbo"): -97.95,
+      ("fashion_mnist", "nonlinear", "disarm", "train_elbo"): -234.4,
+      ("omniglot", "nonlinear", "disarm", "train_elbo"): -108.6,
+      ("fashion_mnist", "nonlinear", "disarm", "test_iwae"): -234.5,
+      ("omniglot", "nonlinear", "disarm", "test_iwae"): -107.3,
+  }
+  paper = {(r.dataset, r.variant.setting, r.variant.arm)
+           for r in _study() if r.group == "paper"}
+  for key in settings.PAPER_REFERENCE:
+    assert key[:3] in paper
+  names = {r.name for r in _study()}
+  assert set(settings.NOTES) <= names
+
+
+def test_select_by_glob_and_group():
+  runs = _study()
+  assert {r.group for r in settings.select(runs, ["multilayer"])} == {
+      "multilayer"}
+  picked = settings.select(runs, ["binary/omniglot-*-disarm-seed0",
+                                  "categorical/*arsm_plus*"])
+  assert sorted(r.name for r in picked) == [
+      "binary/omniglot-linear-disarm-seed0",
+      "binary/omniglot-nonlinear-disarm-seed0",
+      "categorical/dynamic_mnist-20x10-arsm_plus-seed0"]
+  assert len(settings.select(runs, ["binary/omniglot-*-disarm-*"])) == 6
+  assert settings.select(runs, []) == runs
+  assert not settings.select(runs, ["nothing*"])
+
+
+def test_seeds_and_datasets_override(make_options):
+  runs = settings.study_runs(make_options(seeds=(0, 3)))
+  assert {r.dataset for r in runs} == {"synthetic"}
+  # Per seed: 6 + 4 + 4 + 5 + 1 (the paper table's RLOO and ARM run on
+  # dynamic MNIST only).
+  assert len(runs) == 2 * (6 + 4 + 4 + 5 + 1)
+  assert all(r.eval_every == 10 and r.steps == 20 for r in runs)
+  assert any(r.name.endswith("-seed3") for r in runs)
+
+
+def test_records_and_figures_default_beside_the_report(tmp_path):
+  options = settings.Options(report=str(tmp_path / "d" / "results.md"))
+  assert options.records_dir == str(tmp_path / "d" / "records")
+  assert options.figures_path == str(tmp_path / "d" / "figures")
+  options = settings.Options(report="r.md", records=str(tmp_path / "x"),
+                             figures_dir=str(tmp_path / "f"))
+  assert options.records_dir == str(tmp_path / "x")
+  assert options.figures_path == str(tmp_path / "f")
+
+
+def test_the_driver_imports_no_tensorflow():
+  code = ("import sys; import experiments.study.__main__; "
+          "assert 'tensorflow' not in sys.modules, 'tensorflow imported'")
+  subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True,
+                 timeout=120)
+
+
+def test_the_command_keeps_its_flags():
+  from experiments.study import __main__ as command  # pylint: disable=g-import-not-at-top
+  fv = flags.FlagValues()
+  command.define_flags(fv)
+  expected = {"root", "report", "figures_dir", "records", "eval_every",
+              "only", "datasets", "seeds", "dry_run", "report_only", "jobs",
+              "reuse_from"} | {f"steps_{g.name}" for g in settings.GROUPS}
+  assert expected <= set(fv)
+  fv(["study", "--root=r", "--report=d/x.md", "--records=d/rec",
+      "--steps_paper=5", "--seeds=0,4", "--only=paper", "--reuse_from=",
+      "--datasets=synthetic", "--jobs=2", "--eval_every=7"])
+  options = command.options_from_flags(fv)
+  assert options.root == "r" and options.report == "d/x.md"
+  assert options.records == "d/rec" and options.steps["paper"] == 5
+  assert options.steps["binary"] == 100_000
+  assert options.seeds == (0, 4) and options.only == ("paper",)
+  assert options.reuse_from == () and options.datasets == ("synthetic",)
+  assert options.jobs == 2 and options.eval_every == 7
+
+
+def test_no_issue_or_design_references_in_the_code():
+  folder = os.path.join(REPO, "experiments", "study")
+  for name in sorted(os.listdir(folder)):
+    if name.endswith(".py"):
+      with open(os.path.join(folder, name)) as f:
+        text = f.read()
+      assert "issue " not in text.lower(), name
+      assert "DESIGN" not in text, name
