@@ -5,19 +5,23 @@ import setuptools
 setuptools.setup(
     name="tf_discrete",
     version="0.1.0",
-    description=("Keras 3 layers and estimators (REINFORCE, RLOO, ARM, DisARM, "
-                 "VIMCO, ARSM, coupled categorical DisARM) for discrete "
-                 "latent variables, with VAE experiment binaries."),
+    description=("Keras 3 layers and gradient estimators for discrete latent "
+                 "variables (Bernoulli and categorical)."),
     # The library only: the experiment binaries (experiments/) run from a
     # checkout, so nothing but the tf_discrete namespace is installed.
     packages=setuptools.find_packages(include=["tf_discrete", "tf_discrete.*"]),
     python_requires=">=3.10",
     install_requires=[
-        # Keras 3 ships with TensorFlow >= 2.16; tf_keras is deliberately not
-        # a dependency. tensorflow-probability is not one either: its import
-        # requires tf_keras under Keras 3 (see README, "Dependencies").
-        "tensorflow>=2.16,<2.22",
+        # Keras 3 ships with TensorFlow >= 2.16; every layer and model of
+        # ours is Keras 3.
+        "tensorflow>=2.18,<2.22",
         "keras>=3.0",
+        # The distributions layer (tf_discrete.estimate on tfd
+        # distributions). TFP 0.25 refuses to import under Keras 3 unless
+        # the tf-keras package is present: it uses it for its own Keras-2
+        # layers, which we never use. tf-keras follows TensorFlow's version.
+        "tensorflow-probability>=0.25,<0.26",
+        "tf-keras>=2.18,<2.22",
         "tensorflow-datasets>=4.9,<4.10",
         "importlib_resources",  # Needed by tensorflow-datasets 4.9.x.
         "absl-py",

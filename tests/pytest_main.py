@@ -17,7 +17,14 @@ def main(argv):
     sys.exit("usage: pytest_main.py TEST_FILE [pytest options]")
   # Bazel runs the test from its runfiles tree, where the workspace's files
   # (this checkout's layout) sit under the current directory.
-  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  here = os.path.dirname(os.path.abspath(__file__))
+  root = os.path.dirname(here)
+  # Python put this script's folder first on sys.path with symlinks
+  # resolved: under Bazel, the source tree's tests/ (runfiles are symlinks).
+  # Imports must come from the runfiles tree only.
+  real = os.path.realpath(here)
+  if real != here and sys.path and sys.path[0] == real:
+    del sys.path[0]
   os.chdir(root)
   sys.path.insert(0, root)
   code = pytest.main(["-q", "-p", "no:cacheprovider", *argv[1:]])

@@ -14,6 +14,10 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
+def _fail(message):
+  raise AssertionError(f"BUILD: {message}")
+
+
 def _load_targets():
   targets = {}
 
@@ -29,6 +33,7 @@ def _load_targets():
       "py_binary": rule("py_binary"),
       "py_test": rule("py_test"),
       "load": lambda *args: None,
+      "fail": _fail,
       "package": lambda **kwargs: None,
       "requirement": lambda name: f"@pip//{name}",
       "glob": lambda patterns, **kw: sorted(

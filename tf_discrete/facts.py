@@ -20,7 +20,7 @@ Nothing here depends on TensorFlow.
 import dataclasses
 import enum
 import operator
-from typing import Any, Callable, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -229,6 +229,14 @@ class Cost:
     per: human word for one group ("pair" where ``multiple == 2``).
     formula: how a callable ``default`` depends on the event shape, for
       :meth:`describe` (e.g. ``"C"``, ``"C(C-1)/2 + 1"``).
+    repeats: for a fixed cost, the name of an integer option that repeats
+      the whole scheme independently (e.g. ``"num_draws"``): the cost is
+      ``default(event_shape)`` times the option's value (1 when the option
+      is not given). None: no option changes the cost.
+
+  Options reach the cost through the ``options`` argument of
+  :meth:`resolve` and :meth:`default_for` (the resolved options of the
+  estimate); without it the cost is the one of the default options.
   """
   default: Union[int, Callable[[EventShape], int]]
   fixed: bool = False
@@ -236,25 +244,48 @@ class Cost:
   multiple: int = 1
   per: str = "sample"
   formula: str = ""
+  repeats: Optional[str] = None
 
   def __post_init__(self):
     if callable(self.default) and not self.formula:
       raise ValueError("A Cost with a callable default needs a `formula`.")
+    if self.repeats is not None and not self.fixed:
+      raise ValueError("Only a fixed Cost can have `repeats`.")
     if not callable(self.default) and not self.fixed:
       if (self.default < self.minimum or self.default % self.multiple):
         raise ValueError(
             f"Cost default {self.default} violates minimum {self.minimum} "
             f"/ multiple {self.multiple}.")
 
-  def default_for(self, event_shape: EventShape) -> int:
-    """The default number of evaluations for ``event_shape``."""
+  def repetitions(self, options: Optional[Mapping[str, Any]] = None) -> int:
+    """How many times the scheme runs: the ``repeats`` option's value in
+    ``options`` (1 without ``repeats``, options, or a value)."""
+    if self.repeats is None or not options:
+      return 1
+    value = options.get(self.repeats)
+    return 1 if value is None else int(value)
+
+  def default_for(self, event_shape: EventShape,
+                  options: Optional[Mapping[str, Any]] = None) -> int:
+    """The default number of evaluations for ``event_shape`` (and, for a
+    cost with ``repeats``, the estimate's ``options``)."""
     if callable(self.default):
-      return int(self.default(event_shape))
-    return int(self.default)
+      base = int(self.default(event_shape))
+    else:
+      base = int(self.default)
+    return base * self.repetitions(options)
 
   def resolve(self, num_samples, event_shape: EventShape,
-              estimator_name: str) -> int:
+              estimator_name: str,
+              options: Optional[Mapping[str, Any]] = None) -> int:
     """Validated number of objective evaluations for one estimate.
+
+    Args:
+      num_samples: the requested evaluations, or None for the default.
+      event_shape: the logits' event shape.
+      estimator_name: for messages.
+      options: the estimate's resolved options; they matter only for a
+        cost with ``repeats`` (None: the default options).
 
     Raises:
       TypeError: ``num_samples`` neither None nor an int.
@@ -263,12 +294,15 @@ class Cost:
         estimator and what it accepts.
     """
     if self.fixed:
-      cost = self.default_for(event_shape)
+      cost = self.default_for(event_shape, options)
       if num_samples is not None and _as_count(num_samples) != cost:
+        repeats = self.repetitions(options)
+        formula = (self.formula if repeats == 1 else
+                   f"({self.formula}) x {self.repeats}={repeats}")
         raise ValueError(
             f"`num_samples`={num_samples} is invalid for estimator "
             f"'{estimator_name}': its cost is fixed at {cost} objective "
-            f"evaluations ({self.formula}) for event shape "
+            f"evaluations ({formula}) for event shape "
             f"{list(event_shape)}; pass None or {cost}.")
       return cost
     if num_samples is None:
@@ -289,9 +323,14 @@ class Cost:
     return num_samples
 
   def describe(self) -> str:
-    """E.g. ``"K (default 1)"``, ``"2P (default 2)"``, ``"C (fixed)"``."""
+    """E.g. ``"K (default 1)"``, ``"2P (default 2)"``, ``"C (fixed)"``,
+    ``"C × num_draws (fixed)"``."""
     default = self.formula if callable(self.default) else str(self.default)
     if self.fixed:
+      if self.repeats is not None:
+        if " " in default:
+          default = f"({default})"
+        return f"{default} × {self.repeats} (fixed)"
       return f"{default} (fixed)"
     count = "K" if self.multiple == 1 else f"{self.multiple}P"
     if self.minimum > self.multiple:

@@ -20,13 +20,38 @@ none, which is how a functional model carries its decoder.
 Randomness comes from a ``keras.random.SeedGenerator``: each call draws a
 fresh stateless seed from it, so a layer built with ``seed=s`` replays the
 same sequence of samples, eagerly, in ``tf.function`` and under XLA.
+
+Estimator options go in ``estimator_options`` and are serialized with the
+layer. The relaxation and straight-through estimators (``gumbel_softmax``,
+``straight_through``, ``st_gumbel_softmax``, ``gumbel_rao``, ``reinmax``)
+need an objective differentiable in its samples; their ``temperature`` may
+be a float (serialized as a float) or a scalar ``tf.Variable`` /
+``keras.Variable`` that the caller owns and assigns to anneal it (read at
+every call, no retracing). A variable is not serialized and not tracked as
+a weight of the layer: ``get_config`` records its current value as a float,
+so a restored layer has that fixed temperature until the caller passes a
+variable again.
 """
 
 import importlib
+import types
 
 import keras
+import numpy as np
 
 from tf_discrete import _core
+
+
+def _serializable_options(options):
+  """Estimator options for a config: tensors and variables (a caller's
+  annealed ``temperature``) become their current value as a Python number;
+  everything else is kept as is."""
+  config = {}
+  for name, value in options.items():
+    if hasattr(value, "dtype") and hasattr(value, "shape"):
+      value = np.asarray(keras.ops.convert_to_numpy(value)).item()
+    config[name] = value
+  return config
 
 
 class _LatentLayer(keras.layers.Layer):
@@ -38,7 +63,10 @@ class _LatentLayer(keras.layers.Layer):
                estimator_options=None, **kwargs):
     super().__init__(**kwargs)
     self._family = importlib.import_module(f"tf_discrete.{self.family_name}")
-    self.estimator_options = dict(estimator_options or {})
+    # A read-only mapping, which Keras does not track: a variable option
+    # (the caller's temperature) must not become a weight of the layer.
+    self.estimator_options = types.MappingProxyType(
+        dict(estimator_options or {}))
     # Fail at construction on unknown names and invalid options.
     self._family.get(estimator).resolve_options(self.estimator_options)
     self.estimator = estimator
@@ -72,7 +100,7 @@ class _LatentLayer(keras.layers.Layer):
         estimator=self.estimator,
         num_samples=self.num_samples,
         seed=self.seed,
-        estimator_options=self.estimator_options,
+        estimator_options=_serializable_options(self.estimator_options),
         objective=(None if self.objective is None else
                    keras.saving.serialize_keras_object(self.objective)),
     )
@@ -99,7 +127,10 @@ class BernoulliLatent(_LatentLayer):
     objective: optional default objective (a Keras layer or serializable
       callable), used when ``call`` gets none.
     estimator_options: dict of estimator options
-      (``tf_discrete.bernoulli.get(estimator).facts.options``).
+      (``tf_discrete.bernoulli.get(estimator).facts.options``), e.g.
+      ``{"temperature": 0.5}`` for ``gumbel_softmax``. A ``temperature``
+      variable stays the caller's: it is read at every call and serialized
+      as its current value (module docstring).
   """
 
   family_name = "bernoulli"
@@ -125,8 +156,10 @@ class CategoricalLatent(_LatentLayer):
     objective: optional default objective (a Keras layer or serializable
       callable), used when ``call`` gets none.
     estimator_options: dict of estimator options (e.g.
-      ``{"logits_order": "ascending"}``; see
-      ``tf_discrete.categorical.get(estimator).facts.options``).
+      ``{"logits_order": "ascending"}``, ``{"temperature": 0.5}``; see
+      ``tf_discrete.categorical.get(estimator).facts.options``). A
+      ``temperature`` variable stays the caller's: it is read at every call
+      and serialized as its current value (module docstring).
   """
 
   family_name = "categorical"

@@ -310,11 +310,14 @@ class LogdirLock:
           describe_holder(previous))
 
   def _unlocked(self, fd, reason: str) -> "LogdirLock":
+    """Goes on without the lock; the record still stops a second run of
+    this host while the first one lives."""
     logging.warning(
         "Cannot lock %s (%s): this run goes on unlocked; make sure that no "
         "other process uses %s.", self.path, reason,
         os.path.dirname(self.path))
     self._fd, self.locked = fd, False
+    self._take_over(self._read(fd))
     self._write(self._record())
     return self
 

@@ -234,12 +234,13 @@ def test_second_process_is_refused_and_a_dead_holder_is_taken_over(
               "--checkpoint_every=1000")
   first = start(logdir, *long_run)
   try:
-    wait_for(lambda: (lock_record(logdir) or {}).get("pid") == first.pid
-             or first.poll() is not None, 240, "the first run's lock")
+    wait_for(lambda: read_rows(logdir) or first.poll() is not None, 240,
+             "the first run's first row")
     assert first.poll() is None
-    record = lock_record(logdir)
-    assert record["host"] == socket.gethostname()
     second = run(logdir, *long_run, timeout=240)
+    record = lock_record(logdir)
+    assert record["pid"] == first.pid
+    assert record["host"] == socket.gethostname()
     assert_user_error(second, "in use by another run", f"pid {first.pid} ",
                       f"host {record['host']}", record["started"])
   finally:

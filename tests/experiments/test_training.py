@@ -327,3 +327,107 @@ def test_apply_gradients_uses_keras_apply_when_features_are_on():
                     keras.optimizers.Adam(1e-3, use_ema=True),
                     keras.optimizers.Adam(1e-3, gradient_accumulation_steps=2)):
     assert not training_step.has_plain_update(optimizer), optimizer.get_config()
+
+
+# --------------------------------------------------------------------------
+# Faults: damaged checkpoints, the logdir lock, torn metrics lines.
+# --------------------------------------------------------------------------
+
+
+def _values(logdir):
+  """The rows without their wall-clock fields."""
+  clock = ("wall_time", "eval_time_sec", "train_time_sec", "steps_per_sec")
+  return [{k: v for k, v in r.items() if k not in clock}
+          for r in rows(logdir)]
+
+
+def _checkpoint_trainer(logdir, num_steps=40):
+  eval_set = training.EvalSet("sums", np.ones([8, DIM], np.float32), 1)
+  return make_trainer(logdir, num_steps=num_steps, eval_every=10,
+                      checkpoint_every=10, eval_sets=[eval_set])
+
+
+def _truncate_data(logdir, number):
+  directory = os.path.join(logdir, training.CHECKPOINT_DIR)
+  for name in os.listdir(directory):
+    if name.startswith(f"ckpt-{number}.data-"):
+      with open(os.path.join(directory, name), "r+b") as f:
+        f.truncate(os.path.getsize(os.path.join(directory, name)) // 2)
+
+
+def test_resume_falls_back_from_a_damaged_checkpoint(tmp_path):
+  straight = _checkpoint_trainer(tmp_path / "a")
+  straight.run()
+  _checkpoint_trainer(tmp_path / "b", num_steps=30).run()
+  _truncate_data(tmp_path / "b", 30)
+  resumed = _checkpoint_trainer(tmp_path / "b")
+  summary = resumed.run()
+  assert resumed.restored_from.endswith("ckpt-20")
+  assert summary["session_steps"] == 20
+  assert _values(tmp_path / "b") == _values(tmp_path / "a")
+  np.testing.assert_array_equal(resumed.model.w.numpy(),
+                                straight.model.w.numpy())
+  directory = tmp_path / "b" / training.CHECKPOINT_DIR
+  assert sorted(os.listdir(directory / "damaged")) == [
+      "ckpt-30.data-00000-of-00001", "ckpt-30.index"]
+  assert resumed.manager.latest_checkpoint.endswith("ckpt-40")
+
+
+def test_resume_finds_a_complete_checkpoint_the_state_file_omits(tmp_path):
+  """A kill after a save's files, before the state file names them."""
+  _checkpoint_trainer(tmp_path, num_steps=30).run()
+  directory = str(tmp_path / training.CHECKPOINT_DIR)
+  state = os.path.join(directory, "checkpoint")
+  with open(state) as f:
+    text = f.read()
+  with open(state, "w") as f:
+    f.write(text.replace('model_checkpoint_path: "ckpt-30"',
+                         'model_checkpoint_path: "ckpt-20"').replace(
+                             'all_model_checkpoint_paths: "ckpt-30"\n', ""))
+  os.makedirs(os.path.join(directory, "ckpt-40_temp"))  # A killed save.
+  resumed = _checkpoint_trainer(tmp_path)
+  assert resumed.manager.latest_checkpoint.endswith("ckpt-20")
+  assert resumed.run()["session_steps"] == 10
+  assert resumed.restored_from.endswith("ckpt-30")
+  assert not os.path.exists(os.path.join(directory, "ckpt-40_temp"))
+  assert [r["step"] for r in rows(tmp_path)] == [0, 10, 20, 30, 40]
+
+
+def test_no_intact_checkpoint_is_an_error_not_a_fresh_start(tmp_path):
+  from experiments.training import loop  # pylint: disable=g-import-not-at-top
+  _checkpoint_trainer(tmp_path, num_steps=30).run()
+  for number in (10, 20, 30):
+    _truncate_data(tmp_path, number)
+  before = rows(tmp_path)
+  with pytest.raises(loop.NoIntactCheckpointError,
+                     match="ckpt-30.*ckpt-20.*ckpt-10"):
+    _checkpoint_trainer(tmp_path).run()
+  assert rows(tmp_path) == before
+  assert not os.path.exists(tmp_path / training.CHECKPOINT_DIR / "damaged")
+
+
+def test_run_holds_the_logdir_lock(tmp_path):
+  from experiments.training import outputs  # pylint: disable=g-import-not-at-top
+  with outputs.LogdirLock(str(tmp_path)):
+    with pytest.raises(outputs.LogdirInUseError, match="in use"):
+      make_trainer(tmp_path, num_steps=10).run()
+  make_trainer(tmp_path, num_steps=10).run()
+  with open(tmp_path / outputs.LOCK_FILE) as f:
+    assert f.read() == ""  # Released.
+
+
+def test_metrics_log_ignores_a_torn_last_line(tmp_path):
+  from experiments.training import outputs  # pylint: disable=g-import-not-at-top
+  log = training.MetricsLog(str(tmp_path))
+  log.write({"step": 0, "m": 1.0})
+  with open(log.path, "a") as f:
+    f.write('{"step": 10, "m"')  # An append cut by a kill.
+  assert [r["step"] for r in log.rows()] == [0]
+  log.write({"step": 10, "m": 2.0})
+  assert [r["step"] for r in log.rows()] == [0, 10]
+  with open(log.path) as f:
+    lines = f.readlines()
+  with open(log.path, "w") as f:
+    f.writelines(["garbage\n"] + lines)
+  with pytest.raises(outputs.DamagedOutputError, match="line 1"):
+    log.rows()

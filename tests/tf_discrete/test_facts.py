@@ -31,6 +31,8 @@ def _all_estimators():
 
 
 ALL = list(_all_estimators())
+# Estimators of E_q[f] whose value is a weighted mean of the samples.
+WEIGHTED_VALUE = {"unordered_set"}
 IDS = [f"{family}-{name}" for family, name, _ in ALL]
 
 
@@ -55,9 +57,12 @@ def test_every_estimator_declares_its_own_facts(family, name, estimator):
   assert isinstance(facts.cost, Cost)
   assert isinstance(facts.unbiased, bool) and facts.paper
   assert facts.option_names == tuple(o.name for o in facts.options)
-  # The value is the sample mean exactly for estimators of E_q[f].
+  # The value is the sample mean exactly for estimators of E_q[f] whose
+  # samples are each drawn from q (a without-replacement set is not: the
+  # unordered-set estimator returns its weighted mean).
   overrides_value = type(estimator).value is not _core.Estimator.value
-  assert overrides_value == (facts.estimates is Estimates.BOUND)
+  assert overrides_value == (facts.estimates is Estimates.BOUND
+                             or name in WEIGHTED_VALUE)
 
 
 @pytest.mark.parametrize("family,name,estimator", ALL, ids=IDS)
@@ -106,9 +111,11 @@ def test_declared_facts_of_the_contract():
   assert c("arsm").facts.cost.fixed and c("ars").facts.cost.fixed
   assert c("disarm_iw").facts.option("logits_order").default == "ascending"
   assert c("disarm_sb").facts.option("logits_order").default == "none"
-  assert c("arsm_plus").facts.option("symmetry_mask").default is True
-  assert c("ars_plus").facts.option_names == ("symmetry_mask",)
-  assert c("arsm").facts.options == ()
+  assert c("arsm_plus").facts.option("symmetry_mask").default == "reference"
+  assert c("ars_plus").facts.option("symmetry_mask").default is True
+  assert c("ars_plus").facts.option_names == ("symmetry_mask", "num_draws")
+  assert c("arsm").facts.option_names == ("num_draws",)
+  assert c("arsm").facts.cost.repeats == "num_draws"
   with pytest.raises(KeyError):
     c("arsm").facts.option("symmetry_mask")
 
@@ -119,8 +126,9 @@ def test_cost_descriptions():
   assert b("rloo").facts.cost.describe() == "K ≥ 2 (default 2)"
   assert b("disarm").facts.cost.describe() == "2P (default 2)"
   assert c("rloo").facts.cost.describe() == "K ≥ 2 (default C)"
-  assert c("ars").facts.cost.describe() == "C (fixed)"
-  assert c("arsm").facts.cost.describe() == "C(C-1)/2 + 1 (fixed)"
+  assert c("ars").facts.cost.describe() == "C × num_draws (fixed)"
+  assert c("arsm").facts.cost.describe() == (
+      "(C(C-1)/2 + 1) × num_draws (fixed)")
 
 
 # ---------------------------------------------------------------------------
@@ -251,8 +259,9 @@ def test_resolve_options_fills_defaults():
   assert c("disarm_sb").resolve_options(None) == {"logits_order": "none"}
   assert c("disarm_sb").resolve_options({"logits_order": "abs"}) == {
       "logits_order": "abs"}
-  assert c("arsm_plus").resolve_options({}) == {"symmetry_mask": True}
-  assert c("arsm").resolve_options({}) == {}
+  assert c("arsm_plus").resolve_options({}) == {
+      "symmetry_mask": "reference", "num_draws": 1}
+  assert c("arsm").resolve_options({}) == {"num_draws": 1}
   assert bernoulli.get("disarm").resolve_options({}) == {}
 
 

@@ -1,5 +1,5 @@
 r"""The augment-REINFORCE family for Bernoulli latents: AR, ARM, DisARM,
-local DisARM.
+local ARM, local DisARM.
 
 AR uses K independent samples with their uniforms; the others use P = S/2
 antithetic pairs drawn from one uniform per pair and unit
@@ -19,6 +19,7 @@ from tf_discrete.bernoulli._common import REGISTRY
 from tf_discrete.facts import Cost
 from tf_discrete.facts import Estimates
 from tf_discrete.facts import Facts
+from tf_discrete.facts import Option
 
 #: Cost of the antithetic estimators: 2P evaluations, one pair by default.
 PAIRS = Cost(default=2, minimum=2, multiple=2, per="pair")
@@ -51,7 +52,9 @@ class AntitheticPairs(_core.Estimator):
   Samples are stacked as ``[b1 of pairs 1..P, b2 of pairs 1..P]``.
   """
 
-  def sample(self, logits, num_samples, seed) -> _core.Draw[AntitheticNoise]:
+  def sample(self, logits, num_samples, seed, **options
+             ) -> _core.Draw[AntitheticNoise]:
+    del options  # The scheme has none; subclasses may.
     shape = tf.concat([[num_samples // 2], tf.shape(logits)], 0)
     u = _core.uniform(shape, seed, logits.dtype)
     first = tf.cast(u > tf.sigmoid(-logits), logits.dtype)
@@ -141,8 +144,77 @@ class DisARM(AntitheticPairs):
 
 
 # --------------------------------------------------------------------------
-# Estimator of the multi-sample bound.
+# Estimators of the multi-sample bound.
 # --------------------------------------------------------------------------
+
+
+def _local_signals(base, partners):
+  r"""Local learning signals of a multi-sample bound.
+
+  Args:
+    base, partners: ``[P, *batch]`` values of the bound's samples and of
+      their antithetic partners.
+
+  Returns:
+    ``(L, signal)``: the bound :math:`L = \log\frac1P\sum_p e^{base_p}`
+    ``[*batch]`` and :math:`L - L'_p` ``[P, *batch]``, where :math:`L'_p`
+    is L with term p replaced by its partner.
+  """
+  bound = _core.log_mean_exp(base)
+  swapped = _core.replace_each(base, partners)
+  return bound, bound[tf.newaxis] - _core.log_mean_exp(swapped, axis=1)
+
+
+@REGISTRY.register
+class LocalARM(AntitheticPairs):
+  r"""Local ARM for the P-sample bound over the first pair members.
+
+  With P antithetic pairs from uniforms :math:`u_p`,
+  :math:`L = \log \frac1P \sum_p e^{f(b^{(1)}_p)}` and :math:`L_p'` the same
+  bound with :math:`b^{(1)}_p` replaced by its partner :math:`b^{(2)}_p`:
+
+  .. math:: \hat g = \sum_p (L - L_p')\,(u_p - \tfrac12)
+
+  i.e. ARM applied to each sample of the bound with the others held fixed
+  (local DisARM with ARM's weight; local DisARM is its Rao-Blackwellization
+  over :math:`u_p` given the pair, so it never has more variance). The
+  returned value is L (direct path by backprop). Cost: 2P evaluations
+  (``num_samples`` = 2P, default 2; P = 1 reduces to ARM). Unbiased for the
+  gradient of E[L]. Yin & Zhou, ICLR 2019 (ARM); Dong, Mnih, Tucker,
+  NeurIPS 2020, §4 (the local construction).
+  """
+  name = "local_arm"
+  facts = Facts(estimates=Estimates.BOUND, cost=PAIRS, unbiased=True,
+                paper="Yin & Zhou 2019; Dong, Mnih, Tucker 2020",
+                evaluations_per_bound_term=2)
+
+  def value(self, values, draw):
+    first, _ = tf.split(values, 2, axis=0)
+    return _core.log_mean_exp(first)
+
+  def gradient(self, values, draw, logits):
+    first, second = tf.split(values, 2, axis=0)
+    _, signal = _local_signals(first, second)
+    return tf.reduce_sum(signal[..., tf.newaxis] * (draw.noise.u - 0.5),
+                         axis=0)
+
+
+#: Local DisARM's option: average the estimators based on either member.
+SYMMETRIZED = Option(
+    "symmetrized", default=False, accepted=(True, False),
+    doc="average with the estimator that uses the second pair members as "
+    "the bound (objective: the mean of both bounds)")
+
+
+@dataclasses.dataclass(frozen=True)
+class LocalPairsNoise(AntitheticNoise):
+  """:class:`AntitheticNoise` plus whether the value is symmetrized.
+
+  Attributes:
+    symmetrized: the returned bound is the mean of the bounds over the
+      first and over the second pair members (option ``symmetrized``).
+  """
+  symmetrized: bool = False
 
 
 @REGISTRY.register
@@ -160,22 +232,47 @@ class LocalDisARM(AntitheticPairs):
   fixed. The returned value is L (direct path by backprop). Cost: 2P
   evaluations (``num_samples`` = 2P, default 2; P = 1 reduces to DisARM).
   Unbiased for the gradient of E[L]. Dong, Mnih, Tucker, NeurIPS 2020, §4.
+
+  Option ``symmetrized`` (default False; the official code's
+  ``--symmetrized``): also form the estimator that uses the second
+  members as the bound, :math:`L_2 = \log\frac1P\sum_p e^{f(b^{(2)}_p)}`
+  with partners :math:`b^{(1)}_p` (its DisARM sign is
+  :math:`(-1)^{b^{(1)}} = -(-1)^{b^{(2)}}` on disagreeing units), and
+  average both: the value is :math:`\tfrac12(L + L_2)` and
+
+  .. math:: \hat g = \sum_p \tfrac14\big[(L - L_p') - (L_2 -
+     L_{2,p}')\big]\, 1[b^{(1)}_p \neq b^{(2)}_p]\,(-1)^{b^{(2)}_p}\,
+     \sigma(|\theta|).
+
+  Both bounds are P-sample bounds of independent samples, so the mean is
+  unbiased for the same target; same cost. At P = 1 it equals DisARM.
   """
   name = "local_disarm"
   facts = Facts(estimates=Estimates.BOUND, cost=PAIRS, unbiased=True,
-                paper="Dong, Mnih, Tucker 2020",
+                options=(SYMMETRIZED,), paper="Dong, Mnih, Tucker 2020",
                 evaluations_per_bound_term=2)
 
-  def value(self, values, draw):
-    first, _ = tf.split(values, 2, axis=0)
-    return _core.log_mean_exp(first)
+  def sample(self, logits, num_samples, seed, symmetrized
+             ) -> _core.Draw[LocalPairsNoise]:
+    draw = super().sample(logits, num_samples, seed)
+    noise = draw.noise
+    return _core.Draw(draw.samples, LocalPairsNoise(
+        u=noise.u, first=noise.first, second=noise.second,
+        symmetrized=bool(symmetrized)))
 
-  def gradient(self, values, draw, logits):
+  def value(self, values, draw):
     first, second = tf.split(values, 2, axis=0)
     bound = _core.log_mean_exp(first)
-    # Row p: the bound with first member p swapped for its partner.
-    swapped = _core.replace_each(first, second)
-    signal = bound[tf.newaxis] - _core.log_mean_exp(swapped, axis=1)
+    if draw.noise.symmetrized:
+      bound = 0.5 * (bound + _core.log_mean_exp(second))
+    return bound
+
+  def gradient(self, values, draw, logits, symmetrized):
+    first, second = tf.split(values, 2, axis=0)
+    _, signal = _local_signals(first, second)
+    if symmetrized:
+      _, signal_second = _local_signals(second, first)
+      signal = 0.5 * (signal - signal_second)
     # _disarm_weight includes the 1/2; per-pair terms are summed, not averaged.
     return tf.reduce_sum(
         signal[..., tf.newaxis] * _disarm_weight(draw.noise, logits), axis=0)

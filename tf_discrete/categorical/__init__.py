@@ -29,6 +29,7 @@ from tf_discrete import _core
 from tf_discrete.categorical import _common
 from tf_discrete.categorical import arsm  # Registers its estimators.
 from tf_discrete.categorical import coupled  # Registers its estimators.
+from tf_discrete.categorical import multisample  # Registers its estimators.
 from tf_discrete.categorical import relaxation  # Registers its estimators.
 from tf_discrete.categorical import score_function  # Registers its estimators.
 from tf_discrete.categorical._common import REGISTRY
