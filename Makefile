@@ -12,8 +12,8 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 $(BIN)/.installed: setup.py
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found; set PYTHON=..."; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --upgrade pip
-	$(BIN)/python -m pip install -e ".[test]"
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e ".[test]"
 	touch $@
 
 venv: $(BIN)/.installed
@@ -22,11 +22,13 @@ venv: $(BIN)/.installed
 # dynamically binarized MNIST), shortened to DEMO_STEPS steps; outputs in
 # runs/demo (metrics.jsonl, summary.json, curves.png, checkpoints).
 DEMO_STEPS ?= 5000
+DEMO_EVAL_EVERY ?= 500
 demo: venv
 	$(BIN)/python -m experiments.bernoulli_vae --dataset=dynamic_mnist \
 	  --grad_type=disarm --encoder_type=nonlinear --demean_input \
 	  --initialize_with_bias --num_steps=$(DEMO_STEPS) \
-	  --eval_every=$(DEMO_STEPS) --logdir=runs/demo
+	  --eval_every=$(DEMO_EVAL_EVERY) --log_every=$(DEMO_EVAL_EVERY) \
+	  --logdir=runs/demo
 
 # A one-minute VAE built from the Keras layers, trained with model.fit.
 layers-demo: venv

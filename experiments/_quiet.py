@@ -27,6 +27,7 @@ _NOISE = re.compile(
     rb"^(I\d{4} [\d:.]+ +\d+ \S+\] |"
     rb"WARNING: All log messages before absl::InitializeLog\(\) |"
     rb"E\d{4} [\d:.]+ +\d+ cuda_\w+\.cc:\d+\] failed call to cuInit|"
+    rb"E\d{4} [\d:.]+ +\d+ util\.cc:\d+\] oneDNN supports DT_INT32 only|"
     rb"To enable the following instructions: .* rebuild TensorFlow)")
 
 

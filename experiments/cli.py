@@ -24,6 +24,7 @@ traceback is printed before that line. Such errors are raised as
 traceback.
 """
 
+import contextlib
 import dataclasses
 import sys
 import traceback
@@ -134,6 +135,22 @@ def _parse_flags(argv):
         f"--helpfull to see help on flags)"))
 
 
+@contextlib.contextmanager
+def quiet_library_logs():
+  """Unless --verbosity was given, lets only errors through absl logging
+  for the duration (tensorflow-datasets warns about folders it probes
+  before a missing-data error says all there is to say)."""
+  if "verbosity" in flags.FLAGS and flags.FLAGS["verbosity"].present:
+    yield
+    return
+  before = logging.get_verbosity()
+  logging.set_verbosity(logging.ERROR)
+  try:
+    yield
+  finally:
+    logging.set_verbosity(before)
+
+
 def run_program(specs: Mapping[str, Flag],
                 run: Callable[[Mapping[str, Any]], Any],
                 check_flags: Optional[Callable[[Mapping[str, Any]], Any]] = None):
@@ -158,6 +175,10 @@ def run_program(specs: Mapping[str, Flag],
         "message.", module_name=sys.argv[0])
 
   def main(argv):
+    # Quiet by default: a command prints its own progress lines (stdout);
+    # absl and TensorFlow INFO logs appear with --verbosity=0 (or higher).
+    if not flags.FLAGS["verbosity"].present:
+      logging.set_verbosity(logging.WARNING)
     try:
       if len(argv) > 1:
         raise UserError(f"Unexpected arguments: {argv[1:]} (flags are "

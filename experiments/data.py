@@ -94,7 +94,8 @@ def main(values):
     if values["benchmark"]:
       _benchmark(name, values)
     else:
-      splits = datasets.load(name, values["manual_dir"], values["data_dir"])
+      with cli.quiet_library_logs():
+        splits = datasets.load(name, values["manual_dir"], values["data_dir"])
       print(f"{splits}, train mean grey level "
             f"{float(splits.train_mean.mean()):.4f}")
 

@@ -13,8 +13,12 @@ coordinates, the relative bias of the mean gradient against the exact
 enumerated one (with the level that Monte Carlo noise alone would give),
 and the largest |z| of the mean. Estimators of a K-sample bound are
 compared with the gradient of that bound. ``--markdown`` prints the tables
-as the README shows them.
+as docs/estimators.md shows them; ``--write=docs/estimators.md`` rewrites
+that page's marked blocks (``<!-- variance:<family> -->`` ...
+``<!-- /variance:<family> -->``) with the default flags' tables.
 """
+
+import re
 
 from experiments import cli
 from experiments.cli import Flag
@@ -33,10 +37,15 @@ FLAG_SPECS = {
     "seed": Flag("integer", 0, "Stateless seed."),
     "families": Flag("list", list(FAMILIES), "Families to measure."),
     "markdown": Flag("bool", False, "Print markdown tables."),
+    "write": Flag("string", None, "Rewrite the marked variance blocks of "
+                  "this markdown file (e.g. docs/estimators.md)."),
 }
 
+DOC = "docs/estimators.md"
+COMMAND = "python -m experiments.estimator_variance --num_runs=100000"
+
 COLUMNS = ("estimator", "evaluations", "declared unbiased", "mean Var[g]",
-           "relative bias", "noise level", "max |z|")
+           "relative bias", "noise level", "max abs z")
 
 
 def rows(family: str, num_runs: int, seed: int):
@@ -72,6 +81,38 @@ def format_rows(table, markdown: bool) -> str:
   return "\n".join(lines)
 
 
+def block(family: str, num_runs: int, seed: int) -> str:
+  """The marked markdown block of ``family``'s table."""
+  _, problem = FAMILIES[family]
+  return (f"<!-- variance:{family} -->\n"
+          f"{problem.description}; {num_runs:,} estimates per estimator, "
+          f"seed {seed} (`{COMMAND}`):\n\n"
+          f"{format_rows(rows(family, num_runs, seed), True)}\n"
+          f"<!-- /variance:{family} -->")
+
+
+def _pattern(family: str) -> "re.Pattern":
+  return re.compile(rf"<!-- variance:{family} -->.*?<!-- /variance:{family} -->",
+                    re.S)
+
+
+def blocks_in(text: str):
+  """``{family: marked block}`` of a markdown text (missing: absent)."""
+  return {family: m.group(0) for family in FAMILIES
+          for m in [_pattern(family).search(text)] if m}
+
+
+def write(path: str, num_runs: int, seed: int):
+  """Rewrites the marked blocks of ``path`` in place."""
+  with open(path) as f:
+    text = f.read()
+  for family in blocks_in(text):
+    text = _pattern(family).sub(
+        lambda _, f=family: block(f, num_runs, seed), text)
+  with open(path, "w") as f:
+    f.write(text)
+
+
 def check_flags(values):
   unknown = sorted(set(values["families"]) - set(FAMILIES))
   if unknown:
@@ -80,6 +121,10 @@ def check_flags(values):
 
 
 def main(values):
+  if values["write"]:
+    write(values["write"], values["num_runs"], values["seed"])
+    print(f"rewrote the variance blocks of {values['write']}")
+    return
   for family in values["families"]:
     _, problem = FAMILIES[family]
     print(f"{family}: {problem.description}; {values['num_runs']} runs, "

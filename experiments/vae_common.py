@@ -13,6 +13,7 @@ import dataclasses
 import os
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
+from absl import logging
 import keras
 import numpy as np
 
@@ -262,8 +263,10 @@ def load_data(values: Mapping[str, Any]):
   """
   if values["dataset"] == SYNTHETIC:
     return synthetic_splits(values["seed"])
-  return datasets.load(values["dataset"], manual_dir=values["manual_dir"],
-                       data_dir=values["data_dir"])
+  with cli.quiet_library_logs():
+    return datasets.load(values["dataset"], manual_dir=values["manual_dir"],
+                         data_dir=values["data_dir"],
+                         progress=logging.level_info())
 
 
 def optimizer_fns(values: Mapping[str, Any]):

@@ -9,6 +9,7 @@ files in ``../shared/data`` beside the checkout when they are present.
 import dataclasses
 import fcntl
 import gzip
+import os
 import pathlib
 import socket
 import struct
@@ -26,7 +27,11 @@ import tensorflow_datasets as tfds
 from tests import support
 from tf_discrete import datasets
 
-SHARED_DATA = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data"
+# The raw files: $TF_DISCRETE_MANUAL_DIR (set by the Makefile and passed by
+# Bazel), else ../shared/data beside the checkout.
+SHARED_DATA = pathlib.Path(
+    os.environ.get("TF_DISCRETE_MANUAL_DIR") or
+    os.path.join(os.path.dirname(support.ROOT), "shared", "data"))
 
 # Fixture sizes. MNIST-style: train = first MNIST_CUT of the train file.
 MNIST_TRAIN, MNIST_TEST, MNIST_CUT = 24, 8, 20

@@ -4,6 +4,12 @@ They show the intended way of stacking :mod:`tf_discrete.layers` into Keras
 models: the ELBO is the objective handed to a latent layer; the layer returns
 its estimate and attaches the estimator gradient to the encoder logits, while
 decoder and prior weights get the ordinary pathwise gradient.
+
+The models carry an :class:`EstimateLoss`: their output is the per-example
+estimate of the objective they maximise, and they carry their loss (its
+negated mean), so ``model.compile(optimizer)``, ``model.fit(images)`` and
+``model.evaluate(images)`` work with no targets, and the ELBO is reported
+as the metric ``elbo``.
 """
 
 import keras
@@ -18,6 +24,47 @@ def bernoulli_log_prob(values, logits):
   ``-softplus(-(2v - 1) * logits)`` is finite for any finite logits.
   """
   return -tf.reduce_sum(tf.math.softplus(-(2.0 * values - 1.0) * logits), -1)
+
+
+class EstimateLoss:
+  """Mixin for a ``keras.Model`` whose output ``[batch]`` is an estimate to
+  maximise (an ELBO).
+
+  The loss is ``-mean(output)`` (plus any ``add_loss`` terms), so the model
+  trains with ``fit(x)`` alone; ``elbo`` (the mean output) is tracked as a
+  metric in ``fit`` and ``evaluate``. A mixin rather than a Model subclass
+  because Keras rewrites the bases of a Model subclass built functionally,
+  which would break its subclassed uses.
+  """
+
+  def __init__(self, *args, **kwargs):
+    super().__init__(*args, **kwargs)
+    self.elbo_tracker = keras.metrics.Mean(name="elbo")
+
+  def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None,
+                   training=True):
+    del x, y, sample_weight, training
+    estimate = tf.reduce_mean(y_pred)
+    self.elbo_tracker.update_state(estimate)
+    loss = -estimate
+    if self.losses:
+      loss += tf.add_n(self.losses)
+    return loss
+
+  def compute_metrics(self, x, y, y_pred, sample_weight=None):
+    del x, y, y_pred, sample_weight
+    return {m.name: m.result() for m in self.metrics}
+
+  @property
+  def metrics(self):
+    return [m for m in super().metrics if m is not self.elbo_tracker] + [
+        self.elbo_tracker]
+
+
+@keras.saving.register_keras_serializable(package="tf_discrete")
+class EstimateModel(EstimateLoss, keras.Model):
+  """A functional model over an estimate: ``EstimateModel(inputs, outputs)``
+  with ``outputs`` the per-example estimate (see :class:`EstimateLoss`)."""
 
 
 @keras.saving.register_keras_serializable(package="tf_discrete")
@@ -54,16 +101,18 @@ class BernoulliElbo(keras.layers.Layer):
 
 def functional_bernoulli_vae(data_dim=784, latent_dim=200,
                              estimator="disarm", seed=None):
-  """A one-stochastic-layer VAE as a functional model; outputs the ELBO."""
+  """A one-stochastic-layer VAE as a functional :class:`EstimateModel`;
+  outputs the ELBO estimate and trains with ``fit(images)``."""
   x = keras.Input((data_dim,), name="x")
   logits = keras.layers.Dense(latent_dim, name="encoder")(x)
   latent = layers.BernoulliLatent(
       estimator, seed=seed, objective=BernoulliElbo(data_dim), name="latent")
   elbo = latent(logits, context=[x, logits])
-  return keras.Model(x, elbo, name="bernoulli_vae")
+  return EstimateModel(x, elbo, name="bernoulli_vae")
 
 
-class TwoLayerBernoulliVAE(keras.Model):
+@keras.saving.register_keras_serializable(package="tf_discrete")
+class TwoLayerBernoulliVAE(EstimateLoss, keras.Model):
   """x -> b1 -> b2 with two stochastic layers (subclassed model).
 
   q(b1|x) q(b2|b1) and p(b2) p(b1|b2) p(x|b1). Each latent layer estimates
@@ -78,6 +127,8 @@ class TwoLayerBernoulliVAE(keras.Model):
   def __init__(self, data_dim=784, latent_dim=50, estimator="disarm",
                seed=None, **kwargs):
     super().__init__(**kwargs)
+    self._arguments = dict(data_dim=data_dim, latent_dim=latent_dim,
+                           estimator=estimator, seed=seed)
     self.encoder1 = keras.layers.Dense(latent_dim)
     self.encoder2 = keras.layers.Dense(latent_dim)
     self.decoder1 = keras.layers.Dense(data_dim)  # p(x|b1)
@@ -89,6 +140,10 @@ class TwoLayerBernoulliVAE(keras.Model):
         estimator, seed=None if seed is None else seed + 1)
     self.sampler = layers.BernoulliLatent(
         estimator, seed=None if seed is None else seed + 2)
+
+  def get_config(self):
+    return {"name": self.name, "trainable": self.trainable,
+            **self._arguments}
 
   def _elbo(self, x, b1, b2, logits1, logits2):
     """Full two-layer ELBO, broadcasting over leading sample axes."""
@@ -118,8 +173,3 @@ class TwoLayerBernoulliVAE(keras.Model):
     elbo = self.latent1(logits1, objective=layer1_objective)
     layer2 = self.latent2(logits2, objective=layer2_objective)
     return elbo + layer2 - tf.stop_gradient(layer2)
-
-
-def negative_elbo_loss(_, elbo):
-  """Keras loss for models whose output is the ELBO estimate."""
-  return -tf.reduce_mean(elbo)

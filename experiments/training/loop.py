@@ -424,10 +424,10 @@ class Trainer:
         meter.add(n, elapsed, estimate)
       done = step == cfg.num_steps
       if step % cfg.log_every == 0 or done:
-        logging.info("step %d/%d  %.1f steps/s (%.3f ms/step)  train %s %.3f",
-                     step, cfg.num_steps, since_log.steps_per_sec,
-                     1e3 / since_log.steps_per_sec, objective_name,
-                     since_log.mean_estimate)
+        print(f"step {step}/{cfg.num_steps}  "
+              f"{since_log.steps_per_sec:.1f} steps/s "
+              f"({1e3 / since_log.steps_per_sec:.3f} ms/step)  train "
+              f"{objective_name} {since_log.mean_estimate:.3f}", flush=True)
         since_log = _Meter()
       if step % cfg.eval_every == 0 or done:
         eval_time = self._evaluate_and_log(metrics_log, step, since_eval)
@@ -457,6 +457,14 @@ class Trainer:
     outputs.write_json(os.path.join(cfg.logdir, outputs.SUMMARY_FILE),
                        summary)
     outputs.plot_curves(rows, os.path.join(cfg.logdir, outputs.CURVES_FILE))
+    final = "  ".join(f"{k} {summary[k]:.4g}" for k in
+                      ("train_elbo", "valid_iwae", "test_iwae", "grad_variance")
+                      if isinstance(summary.get(k), float))
+    print(f"done: {step} steps, {summary['ms_per_step'] or 0:.2f} ms/step"
+          f"{'  ' + final if final else ''}\noutputs in {cfg.logdir}: "
+          f"{outputs.METRICS_FILE}, {outputs.SUMMARY_FILE}, "
+          f"{outputs.CURVES_FILE}, {outputs.CHECKPOINT_DIR}/, TensorBoard "
+          f"events", flush=True)
     return summary
 
   def _evaluate_and_log(self, metrics_log, step, since_eval):
@@ -471,8 +479,8 @@ class Trainer:
       row["train_objective"] = since_eval.mean_estimate
       row["steps_per_sec"] = since_eval.steps_per_sec
     metrics_log.write(row)
-    logging.info("step %d  %s", step, "  ".join(
-        f"{k} {v:.4g}" for k, v in metrics.items()))
+    print(f"step {step}  " + "  ".join(
+        f"{k} {v:.4g}" for k, v in metrics.items()), flush=True)
     return eval_time
 
 

@@ -61,8 +61,8 @@ z_{-v})` is the same for every (c, j) and the term has zero conditional
 mean. Zeroing it is therefore unbiased for any V, and it can only lower the
 variance (:math:`\mathrm{Var}(g 1_{A^c}) = \mathrm{Var}(g) - \mathbb{E}[g^2
 1_A]` when :math:`\mathbb{E}[g 1_A] = 0`). With V = 1 the term is exactly
-zero anyway. Option ``symmetry_mask`` (default True) turns it off for
-ablations.
+zero anyway. Option ``symmetry_mask`` (default True for ARS+) selects it;
+False turns it off for ablations.
 
 The per-reference mask (``symmetry_mask='reference'``; the official code's
 ``arsmp``). ARSM+ sums over references j; the term of (v, j) is
@@ -458,7 +458,9 @@ class AugmentReinforceSwap(_SingleReference):
   with one Dirichlet(1) draw :math:`\pi_v` per variable, a reference index
   :math:`j_v` uniform per batch element and variable, and pseudo-actions
   that swap :math:`(c, j_w)` in every variable w at once
-  (:math:`c = j_w` is the true sample). Objective evaluations: C (fixed).
+  (:math:`c = j_w` is the true sample). Objective evaluations: C (fixed),
+  times ``num_draws`` (option, default 1: independent Dirichlet draws
+  averaged).
   Unbiased. Yin, Yue, Zhou, ICML 2019.
   """
   name = "ars"
@@ -480,7 +482,8 @@ class AugmentReinforceSwapPlus(_SingleReference):
   index drawn uniformly among the others) consistent with the observed
   pseudo-actions (module docstring), and a variable whose C pseudo-actions
   all agree contributes zero (symmetry mask; option ``symmetry_mask``,
-  default True). Same draws and cost as ARS (C evaluations); unbiased;
+  default True; with one reference ``'reference'`` is the same mask).
+  Option ``num_draws`` as ARS. Same draws and cost as ARS; unbiased;
   coordinate-wise variance <= ARS (a Rao-Blackwellization followed by
   removing a zero-mean term). Yin, Yue, Zhou, ICML 2019.
   """
@@ -598,8 +601,9 @@ class AugmentReinforceSwapMerge(_AllReferences):
   :math:`F_{cj} = f(z^{c\rightleftharpoons j})` is symmetric with the true
   sample on the diagonal, so only the identity and the C(C-1)/2 swaps
   :math:`i < j` are evaluated: C(C-1)/2 + 1 objective evaluations (fixed;
-  the original code evaluates all C^2). Swaps apply to every variable at
-  once. Unbiased. Yin, Yue, Zhou, ICML 2019.
+  the original code evaluates all C^2), times ``num_draws`` (option,
+  default 1: independent Dirichlet draws averaged). Swaps apply to every
+  variable at once. Unbiased. Yin, Yue, Zhou, ICML 2019.
   """
   name = "arsm"
   facts = Facts(estimates=Estimates.MEAN, cost=_AllReferences.COST,
@@ -616,10 +620,15 @@ class AugmentReinforceSwapMergePlus(_AllReferences):
 
   For each j a partner :math:`l_j \neq j` is drawn; the conditional mean is
   the mid-point of the interval of :math:`\pi_{v,j}` consistent with all
-  C(C-1)/2 + 1 pseudo-actions (module docstring); a variable whose
-  pseudo-actions all agree contributes zero (option ``symmetry_mask``,
-  default True). Same draws and cost as ARSM; unbiased; coordinate-wise
-  variance <= ARSM. Yin, Yue, Zhou, ICML 2019.
+  C(C-1)/2 + 1 pseudo-actions (module docstring). Option
+  ``symmetry_mask``: ``'reference'`` (default) zeroes the term of each
+  (variable, reference j) whose C pseudo-actions for j agree (unbiased;
+  measured lower variance than the variable mask); True or ``'variable'``
+  zeroes a variable whose pseudo-actions all agree (unbiased, never more
+  variance than no mask); False none. Option ``num_draws`` (default 1):
+  average over that many independent Dirichlet draws, cost times that
+  many. Same draws and cost as ARSM; unbiased; the Rao-Blackwellization
+  alone never adds variance. Yin, Yue, Zhou, ICML 2019.
   """
   name = "arsm_plus"
   facts = Facts(estimates=Estimates.MEAN, cost=_AllReferences.COST,

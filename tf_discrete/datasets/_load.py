@@ -131,7 +131,7 @@ def _spec(name: str) -> DatasetSpec:
 
 
 def load(name: str, manual_dir=None, data_dir=None,
-         download: Optional[bool] = None) -> Splits:
+         download: Optional[bool] = None, progress: bool = True) -> Splits:
   """Prepares (once) and loads a dataset into memory.
 
   The first call converts the raw files into a tfds dataset under
@@ -149,6 +149,8 @@ def load(name: str, manual_dir=None, data_dir=None,
       downloaded. Defaults to True only when no manual root was given
       (argument or environment), so a configured offline setup fails at once
       instead of waiting on the network.
+    progress: show tfds's progress bars while preparing (the first load);
+      False turns them off for the rest of the process.
 
   Returns:
     A :class:`Splits`.
@@ -184,6 +186,8 @@ def load(name: str, manual_dir=None, data_dir=None,
       if not builder.is_prepared():
         if manual_root is None:
           manual_root = builder.data_dir_root / "downloads" / "manual"
+        if not progress:
+          tfds.disable_progress_bar()  # For the rest of the process.
         builder.download_and_prepare(
             download_config=tfds.download.DownloadConfig(
                 manual_dir=os.path.join(manual_root, builder.MANUAL_SUBDIR),

@@ -226,7 +226,8 @@ def test_hard_samples_are_those_of_reinforce_and_value_unbiased(name):
 
 @pytest.mark.parametrize("name", RELAXATIONS)
 def test_decoder_variables_get_the_pathwise_gradient(name):
-  embedding = tf.Variable(np.random.RandomState(1).randn(4, 3), tf.float32)
+  embedding = tf.Variable(
+      np.random.RandomState(1).randn(4, 3).astype(np.float32))
   logits = tf.constant(np.random.RandomState(2).randn(2, 2, 4), tf.float32)
   seen = []
 
