@@ -174,9 +174,14 @@ def cases(families: Sequence[str], patterns: Sequence[str],
     layer_options = num_layers if family == "bernoulli" else [1]
     grad_options = decoder_grads if family == "bernoulli" else [None]
     for name in names:
+      # An estimator that differentiates the objective in its samples trains
+      # the decoder on them (the only protocol the models accept for it).
+      grads = ([networks.ESTIMATOR_SAMPLES]
+               if registry.get(name).facts.needs_objective_gradient
+               else grad_options)
       for encoder_type in encoder_types:
         for layers in layer_options:
-          for grad in grad_options:
+          for grad in grads:
             case = Case(family, name, encoder_type, layers, grad)
             try:
               binary.check_flags(case.flag_values("synthetic", None, "/tmp"))

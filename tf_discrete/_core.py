@@ -343,15 +343,19 @@ class Estimator(abc.ABC):
     """Rejects event shapes the estimator cannot handle (default: none)."""
     del event_shape
 
-  def resolve_num_samples(self, num_samples, event_shape) -> int:
+  def resolve_num_samples(self, num_samples, event_shape,
+                          options: Optional[Mapping[str, Any]] = None) -> int:
     """Returns the number of objective evaluations, validating the request
-    against ``facts.cost`` (and the event shape)."""
+    against ``facts.cost`` (and the event shape); ``options`` (resolved)
+    matter for costs that depend on an option, e.g. ``num_draws``."""
     self.check_event_shape(event_shape)
-    return self.facts.cost.resolve(num_samples, event_shape, self.name)
+    return self.facts.cost.resolve(num_samples, event_shape, self.name,
+                                   options)
 
-  def evaluations(self, num_samples, event_shape) -> int:
+  def evaluations(self, num_samples, event_shape, **options) -> int:
     """Objective evaluations per estimate (one batched call of this size)."""
-    return self.resolve_num_samples(num_samples, event_shape)
+    return self.resolve_num_samples(num_samples, event_shape,
+                                    self.resolve_options(options))
 
   def resolve_options(self, options: Optional[Mapping[str, Any]] = None
                       ) -> Dict[str, Any]:
@@ -421,6 +425,26 @@ class Estimator(abc.ABC):
         f"objective differentiable samples.")
 
 
+  def estimate_with_state(self, objective: Objective, logits: tf.Tensor,
+                          draw: Draw, expected_shape: tf.TensorShape,
+                          **options) -> tf.Tensor:
+    """Steps 3 and 4 of :func:`run_estimator` for an estimator with
+    ``facts.trainable_state`` (learned control variates).
+
+    Gets the caller's ``logits`` (gradient not stopped), the draw, the
+    expected objective output shape ``[S, *batch]`` and the resolved
+    options (among them the control-variate state). Calls the objective
+    once and returns the ``[*batch]`` estimate with every gradient
+    attached: the logits', the pathwise one of the objective's variables,
+    and the one its facts document for the state's variables.
+    """
+    del objective, logits, draw, expected_shape, options
+    raise NotImplementedError(
+        f"Estimator '{self.name}' declares trainable_state but defines no "
+        f"estimate_with_state(objective, logits, draw, expected_shape, "
+        f"**options) to evaluate and attach with its trainable state.")
+
+
 class Registry:
   """Maps estimator names to estimator instances for one family."""
 
@@ -487,13 +511,18 @@ class Family:
   enumerate_states: Callable[[Sequence[int]], tf.Tensor]
 
 
-def _evaluate_differentiably(objective: Objective, samples: tf.Tensor,
-                             expected_shape: tf.TensorShape, dtype: tf.DType,
-                             estimator_name: str) -> tf.Tensor:
-  """``objective(samples)``, checked to be differentiable in ``samples``.
+def evaluate_with_sample_gradient(objective: Objective, samples: tf.Tensor,
+                                  expected_shape: tf.TensorShape,
+                                  dtype: tf.DType, estimator_name: str
+                                  ) -> Tuple[tf.Tensor, tf.Tensor]:
+  """``objective(samples)`` and its gradient w.r.t. ``samples``.
 
   The objective is called once, under a tape that watches ``samples`` (and
-  no variables); the values' gradient w.r.t. the samples must not be None.
+  no variables). Returns ``(values [S, *batch], d sum(values) / d samples)``;
+  as each sample's value depends on that sample only, the gradient's row s
+  is :math:`\\nabla f` at sample s. Tapes active around the call record it,
+  gradient included (second derivatives of the objective are available to
+  them).
 
   Raises:
     ValueError: the objective's values do not depend differentiably on the
@@ -519,6 +548,17 @@ def _evaluate_differentiably(objective: Objective, samples: tf.Tensor,
         f"matmuls with the one-hot vectors), or use an estimator whose "
         f"facts say needs_objective_gradient=False (e.g. a score-function "
         f"or antithetic estimator).")
+  return values, sample_grad
+
+
+def _evaluate_differentiably(objective: Objective, samples: tf.Tensor,
+                             expected_shape: tf.TensorShape, dtype: tf.DType,
+                             estimator_name: str) -> tf.Tensor:
+  """``objective(samples)``, checked to be differentiable in ``samples``
+  (:func:`evaluate_with_sample_gradient`, the gradient left unused)."""
+  values, _ = evaluate_with_sample_gradient(objective, samples,
+                                            expected_shape, dtype,
+                                            estimator_name)
   return values
 
 
@@ -550,8 +590,12 @@ def run_estimator(family: Family, objective: Objective, logits,
   gradient. Inside ``tf.function`` / ``jit_compile`` the check only adds
   graph nodes that nothing uses (pruned, free at run time); executed
   eagerly it costs one backward pass of the objective w.r.t. its samples.
-  Estimators with ``trainable_state`` (learned control variates) are still
-  refused explicitly (``NotImplementedError``).
+  Estimators with ``trainable_state`` (learned control variates) replace
+  steps 3 and 4 by their own :meth:`Estimator.estimate_with_state` (the
+  base class refuses with ``NotImplementedError``): it evaluates the
+  objective (one batched call) and attaches the gradients of the logits
+  and of the control-variate state, which it receives through an option
+  of its facts.
   """
   if not callable(objective):
     raise TypeError(f"`objective` must be callable, got {objective!r}.")
@@ -563,17 +607,16 @@ def run_estimator(family: Family, objective: Objective, logits,
     raise ValueError(
         f"`logits` must have static event dimensions, got shape {logits.shape}.")
   options = est.resolve_options(options)
-  num = est.resolve_num_samples(num_samples, event_shape)
+  num = est.resolve_num_samples(num_samples, event_shape, options)
   seed = resolve_seed(seed)
   draw = est.sample(tf.stop_gradient(logits), num, seed, **options)
   # Step 3: evaluate the objective. Estimators that need its gradient
-  # w.r.t. the samples get differentiable samples; trainable state (learned
-  # control variates) is not provided yet.
-  if est.facts.trainable_state:
-    raise NotImplementedError(
-        f"Estimator '{est.name}' carries trainable state; run_estimator "
-        f"does not provide it.")
+  # w.r.t. the samples get differentiable samples; estimators with
+  # trainable state evaluate and attach everything themselves.
   expected_shape = tf.TensorShape([num]).concatenate(batch_shape)
+  if est.facts.trainable_state:
+    return est.estimate_with_state(objective, logits, draw, expected_shape,
+                                   **options)
   if est.facts.needs_objective_gradient:
     values = _evaluate_differentiably(
         objective, est.objective_samples(logits, draw, **options),

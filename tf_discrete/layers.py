@@ -31,6 +31,18 @@ every call, no retracing). A variable is not serialized and not tracked as
 a weight of the layer: ``get_config`` records its current value as a float,
 so a restored layer has that fixed temperature until the caller passes a
 variable again.
+
+Estimators with trainable state (``facts.trainable_state``: the learned
+control variates ``rebar`` and ``relax``) get it from the layer: ``build``
+creates one weight per name of ``estimator.state_spec(event_shape)`` (with
+those initial values), so the control-variate parameters are trainable
+variables of the layer, saved and restored with its weights and updated by
+the model's optimizer; ``call`` passes them as the estimator's
+``control_variate`` option. The gradient they receive from the loss is the
+gradient of the estimator's single-sample variance estimate
+(:mod:`tf_discrete.bernoulli.control_variates`), so one optimizer step over
+``model.trainable_variables`` trains them to lower the variance. The state
+is the layer's: ``estimator_options`` may not contain ``control_variate``.
 """
 
 import importlib
@@ -68,12 +80,61 @@ class _LatentLayer(keras.layers.Layer):
     self.estimator_options = types.MappingProxyType(
         dict(estimator_options or {}))
     # Fail at construction on unknown names and invalid options.
-    self._family.get(estimator).resolve_options(self.estimator_options)
+    est = self._family.get(estimator)
+    est.resolve_options(self.estimator_options)
+    if est.facts.trainable_state and "control_variate" in (
+        self.estimator_options):
+      raise ValueError(
+          f"Estimator '{est.name}': the layer creates and owns the "
+          f"control-variate state (as weights, in build); do not pass "
+          f"`control_variate` in `estimator_options`.")
+    self._state = None
     self.estimator = estimator
     self.num_samples = num_samples
     self.seed = seed
     self.objective = objective
     self.seed_generator = keras.random.SeedGenerator(seed)
+
+  def build(self, logits_shape, context_shape=None):
+    del context_shape
+    est = self._family.get(self.estimator)
+    if est.facts.trainable_state:
+      event_rank = self._family.FAMILY.event_rank
+      event_shape = list(logits_shape)[-event_rank:]
+      if None in event_shape:
+        raise ValueError(
+            f"Estimator '{est.name}' needs static event dimensions to build "
+            f"its control-variate state, got logits shape {logits_shape}.")
+      state = {}
+      for name, value in est.state_spec(event_shape).items():
+        state[name] = self.add_weight(
+            name=name, shape=value.shape,
+            initializer=lambda shape, dtype, v=value: keras.ops.cast(v, dtype),
+            trainable=True)
+      # Read-only, so Keras does not track the weights a second time.
+      self._state = types.MappingProxyType(state)
+    self.built = True
+
+  # The seed generator's position is saved with the weights, so that a
+  # loaded model draws the same samples as the saved one would have.
+  _SEED_STATE = "seed_generator_state"
+
+  def save_own_variables(self, store):
+    super().save_own_variables(store)
+    store[self._SEED_STATE] = keras.ops.convert_to_numpy(
+        self.seed_generator.state)
+
+  def load_own_variables(self, store):
+    keys = [k for k in store.keys() if k != self._SEED_STATE]
+    super().load_own_variables({k: store[k] for k in keys})
+    if self._SEED_STATE in store.keys():
+      self.seed_generator.state.assign(store[self._SEED_STATE][...])
+
+  @property
+  def control_variate(self):
+    """The control-variate weights by name (None for an estimator without
+    trainable state, or before ``build``)."""
+    return None if self._state is None else dict(self._state)
 
   def call(self, logits, context=None, objective=None):
     objective = objective or self.objective
@@ -84,9 +145,12 @@ class _LatentLayer(keras.layers.Layer):
       bound_objective = lambda samples: objective(samples, context)
     else:
       bound_objective = objective
+    options = dict(self.estimator_options)
+    if self._state is not None:
+      options["control_variate"] = dict(self._state)
     return self._family.estimate(
         bound_objective, logits, self.estimator, num_samples=self.num_samples,
-        seed=seed, **self.estimator_options)
+        seed=seed, **options)
 
   def compute_output_spec(self, logits, context=None, objective=None):
     objective = objective or self.objective

@@ -39,8 +39,9 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 import tensorflow as tf
 
-from experiments.models.networks import (DECODER_GRADS, ESTIMATOR_SAMPLES,
+from experiments.models.networks import (ESTIMATOR_SAMPLES,
                                          MLP, SEPARATE_SAMPLE,
+                                         check_decoder_grad,
                                          data_statistics, network_sizes,
                                          scale_gradient)
 from tf_discrete import _core
@@ -96,15 +97,27 @@ class BernoulliVAEConfig:
 
   def __post_init__(self):
     est = bernoulli.get(self.estimator)  # Lists the names when unknown.
-    est.evaluations(self.num_samples, [self.latent_dim])  # Validates count.
+    # Validates the count (which may depend on an option).
+    est.evaluations(self.num_samples, [self.latent_dim],
+                    **self.estimator_options)
     est.resolve_options(self.estimator_options)  # Validates the options.
     network_sizes(self.encoder_type, 1, 1)
     if not 1 <= self.num_layers <= MAX_LAYERS:
       raise ValueError(f"`num_layers` must be in 1..{MAX_LAYERS}, got "
                        f"{self.num_layers}.")
-    if self.decoder_grad not in DECODER_GRADS:
-      raise ValueError(f"`decoder_grad` must be one of {DECODER_GRADS}, got "
-                       f"{self.decoder_grad!r}.")
+    if est.facts.trainable_state:
+      raise ValueError(
+          f"Estimator '{self.estimator}' trains control-variate parameters "
+          f"of its own; the Bernoulli VAE of the binaries does not hold "
+          f"them yet. Train it through tf_discrete.layers.BernoulliLatent, "
+          f"which builds and trains them.")
+    check_decoder_grad(est, self.decoder_grad)
+    if est.facts.needs_objective_gradient and self.num_layers > 1:
+      raise ValueError(
+          f"Estimator '{self.estimator}' differentiates the objective in its "
+          f"samples; with num_layers={self.num_layers} the layers below are "
+          f"re-sampled by thresholding, which has no such gradient. Use "
+          f"num_layers=1.")
     if self.shared_randomness and self.num_layers == 1:
       raise ValueError(
           "`shared_randomness` couples the re-sampling of the layers below "
@@ -126,8 +139,8 @@ class BernoulliVAEConfig:
   @property
   def evaluations(self) -> int:
     """Objective evaluations of one layer's estimate."""
-    return bernoulli.get(self.estimator).evaluations(self.num_samples,
-                                                     [self.latent_dim])
+    return bernoulli.get(self.estimator).evaluations(
+        self.num_samples, [self.latent_dim], **self.estimator_options)
 
 
 class BernoulliVAE(tf.Module):

@@ -55,7 +55,8 @@ import numpy as np
 import tensorflow as tf
 
 from experiments.models import networks
-from experiments.models.networks import DECODER_GRADS, SEPARATE_SAMPLE
+from experiments.models.networks import (SEPARATE_SAMPLE,
+                                         check_decoder_grad)
 from tf_discrete import _core
 from tf_discrete import bernoulli
 from tf_discrete import categorical
@@ -131,10 +132,13 @@ class CategoricalVAEConfig:
           f"{self.num_categories}. Leave it unset.")
     self.evaluations  # pylint: disable=pointless-statement  # Validates.
     est.resolve_options(self.estimator_options)  # Validates the options.
+    if est.facts.needs_objective_gradient and not self.one_hot:
+      raise ValueError(
+          f"Estimator '{self.estimator}' differentiates the objective in its "
+          f"samples; the index decoder input (one_hot=False) is not "
+          f"differentiable in them. Use one_hot=True.")
+    check_decoder_grad(est, self.decoder_grad)
     networks.network_sizes(self.encoder_type, 1, 1)
-    if self.decoder_grad not in DECODER_GRADS:
-      raise ValueError(f"`decoder_grad` must be one of {DECODER_GRADS}, got "
-                       f"{self.decoder_grad!r}.")
 
   @property
   def event_shape(self) -> List[int]:
@@ -143,8 +147,8 @@ class CategoricalVAEConfig:
   @property
   def evaluations(self) -> int:
     """Objective evaluations per estimate (one batched decoder pass)."""
-    return categorical.get(self.estimator).evaluations(self.num_samples,
-                                                       self.event_shape)
+    return categorical.get(self.estimator).evaluations(
+        self.num_samples, self.event_shape, **self.estimator_options)
 
   @property
   def decoder_input_dim(self) -> int:
@@ -176,8 +180,9 @@ def resolve_override(config: CategoricalVAEConfig, estimator=None,
   if est.facts.cost.fixed:
     count = None  # Its own fixed cost; an equal request is the same.
     if num_samples is not None:
-      est.evaluations(num_samples, config.event_shape)  # Must agree.
-  est.evaluations(count, config.event_shape)
+      est.evaluations(num_samples, config.event_shape,  # Must agree.
+                      **config.options_of(name))
+  est.evaluations(count, config.event_shape, **config.options_of(name))
   return name, count, config.options_of(name)
 
 

@@ -105,3 +105,23 @@ def data_statistics(train_mean, data_dim: int, initialize_with_bias: bool
     return train_mean, None
   mean = np.clip(train_mean, BIAS_INIT_CLIP, 1 - BIAS_INIT_CLIP)
   return train_mean, np.log(mean) - np.log1p(-mean)
+
+
+def check_decoder_grad(estimator, decoder_grad: str):
+  """Rejects a decoder-gradient protocol the estimator cannot train with.
+
+  ``estimator``: a registered estimator object (its facts are read). An
+  estimator that differentiates the objective in its samples needs the
+  objective's gradient, which the separate-sample protocol stops (its
+  objective is a constant for the decoder).
+  """
+  if decoder_grad not in DECODER_GRADS:
+    raise ValueError(f"`decoder_grad` must be one of {DECODER_GRADS}, got "
+                     f"{decoder_grad!r}.")
+  if (estimator.facts.needs_objective_gradient
+      and decoder_grad == SEPARATE_SAMPLE):
+    raise ValueError(
+        f"Estimator '{estimator.name}' differentiates the objective in its "
+        f"samples, which decoder_grad='{SEPARATE_SAMPLE}' stops (the "
+        f"decoder gets its gradient from a separate sample there); use "
+        f"decoder_grad='{ESTIMATOR_SAMPLES}'.")

@@ -700,6 +700,20 @@ def _group_section(number: int, group: Group, states: Sequence[RunState],
   return lines
 
 
+def _evaluations(states: Sequence[RunState]) -> str:
+  """Objective evaluations per estimate, as the binary recorded them in
+  config.json from the estimator's declared cost ("—" before any run)."""
+  for state in states:
+    config = state.config or {}
+    if "evaluations_per_layer" in config:
+      layers = config.get("num_layers", 1)
+      per = config["evaluations_per_layer"]
+      return f"{per} per layer" if layers > 1 else str(per)
+    if "evaluations" in config:
+      return str(config["evaluations"])
+  return "—"
+
+
 def _summary_table(group: Group, states: Sequence[RunState]) -> List[str]:
   metrics = list(TABLE_METRICS)
   if group.name == "multisample":
@@ -713,7 +727,7 @@ def _summary_table(group: Group, states: Sequence[RunState]) -> List[str]:
     v = runs[0].run.variant
     done = [s for s in runs if s.complete]
     cells = [runs[0].run.dataset, _setting(v.setting), v.label,
-             v.evaluations, f"{len(done)} of {len(runs)}"]
+             _evaluations(runs), f"{len(done)} of {len(runs)}"]
     for metric, _ in metrics:
       cells.append(_mean_se_cell(mean_se(_final_values(done, metric)),
                                  metric))

@@ -71,11 +71,13 @@ class Variant:
   setting: str
   arm: str
   label: str
-  evaluations: str
   module: str
   flags: Mapping[str, Any]
   # Data sets of this variant when not all of its group's.
   datasets: Optional[Tuple[str, ...]] = None
+  # This variant trains (and evaluates) its group's steps divided by this
+  # (the categorical arms of mixed tables: half the Bernoulli steps).
+  steps_divisor: int = 1
 
 
 GROUPS = (
@@ -138,70 +140,138 @@ GROUPS = (
           curves=(("train_elbo", "train ELBO (nats)", False),
                   ("test_iwae", "test 100-sample bound (nats)", False),
                   ("grad_variance", "encoder gradient variance", True))),
+    Group("relaxation",
+          "Relaxations and straight-through beside DisARM and RLOO",
+          ("dynamic_mnist",), 100_000, 10_000,
+          "One stochastic layer. Bernoulli: 200 latents, nonlinear, batch "
+          "50, official flags, 100,000 steps. Categorical: 20 x 10, "
+          "nonlinear, one-hot decoder input, batch 200, official flags, "
+          "50,000 steps (half of `--steps_relaxation`); every arm trains "
+          "the decoder on the estimator's own samples "
+          "(`--decoder_grad=estimator_samples`: the relaxed estimators need "
+          "the objective's gradient in the samples). The relaxed and straight-"
+          "through estimators use one objective evaluation and each "
+          "estimator's declared default temperature, constant (no "
+          "annealing); every run measures the bias of its encoder gradient "
+          "with the binaries' bias check (`--bias_check`: the mean of 1,000 "
+          "gradients against an RLOO reference with 100 samples on a fixed "
+          "batch, at every evaluation). Evaluation always uses hard "
+          "samples.",
+          seeds=(0,)),
+    Group("coupling",
+          "More than two samples: ARMS, CARMS, the unordered set, at equal "
+          "evaluations",
+          ("dynamic_mnist",), 100_000, 10_000,
+          "One stochastic layer, nonlinear, official flags. Bernoulli, 4 "
+          "evaluations per step: RLOO (K = 4), DisARM (2 pairs), ARMS (K = "
+          "4, Dirichlet copula); the multi-sample bound: ARMS-bound, local "
+          "DisARM (2 pairs) and VIMCO (K = 4). Categorical 20 x 10, 4 "
+          "evaluations: RLOO (K = 4), CARMS (K = 4), the unordered-set "
+          "estimator (K = 4) and DisARM-SB (2 pairs), 50,000 steps (half "
+          "of `--steps_coupling`).",
+          seeds=(0,)),
 )
 GROUP_BY_NAME = {g.name: g for g in GROUPS}
 
 STUDY = (
     # 1. One stochastic layer, 2 evaluations each.
-    Variant("binary", "linear", "disarm", "DisARM", "2", BERNOULLI,
+    Variant("binary", "linear", "disarm", "DisARM", BERNOULLI,
             dict(grad_type="disarm", encoder_type="linear", **OFFICIAL)),
-    Variant("binary", "linear", "arm", "ARM", "2", BERNOULLI,
+    Variant("binary", "linear", "arm", "ARM", BERNOULLI,
             dict(grad_type="arm", encoder_type="linear", **OFFICIAL)),
-    Variant("binary", "linear", "rloo", "RLOO (K=2)", "2", BERNOULLI,
+    Variant("binary", "linear", "rloo", "RLOO (K=2)", BERNOULLI,
             dict(grad_type="rloo", encoder_type="linear", **OFFICIAL)),
-    Variant("binary", "nonlinear", "disarm", "DisARM", "2", BERNOULLI,
+    Variant("binary", "nonlinear", "disarm", "DisARM", BERNOULLI,
             dict(grad_type="disarm", encoder_type="nonlinear", **OFFICIAL)),
-    Variant("binary", "nonlinear", "arm", "ARM", "2", BERNOULLI,
+    Variant("binary", "nonlinear", "arm", "ARM", BERNOULLI,
             dict(grad_type="arm", encoder_type="nonlinear", **OFFICIAL)),
-    Variant("binary", "nonlinear", "rloo", "RLOO (K=2)", "2", BERNOULLI,
+    Variant("binary", "nonlinear", "rloo", "RLOO (K=2)", BERNOULLI,
             dict(grad_type="rloo", encoder_type="nonlinear", **OFFICIAL)),
     # 2. Two and four stochastic layers.
-    Variant("multilayer", "L2", "disarm", "DisARM", "2 per layer", BERNOULLI,
+    Variant("multilayer", "L2", "disarm", "DisARM", BERNOULLI,
             dict(grad_type="disarm", encoder_type="linear", num_layers=2,
                  **OFFICIAL)),
-    Variant("multilayer", "L2", "rloo", "RLOO (K=2)", "2 per layer",
+    Variant("multilayer", "L2", "rloo", "RLOO (K=2)",
             BERNOULLI, dict(grad_type="rloo", encoder_type="linear",
                             num_layers=2, **OFFICIAL)),
-    Variant("multilayer", "L4", "disarm", "DisARM", "2 per layer", BERNOULLI,
+    Variant("multilayer", "L4", "disarm", "DisARM", BERNOULLI,
             dict(grad_type="disarm", encoder_type="linear", num_layers=4,
                  **OFFICIAL)),
-    Variant("multilayer", "L4", "rloo", "RLOO (K=2)", "2 per layer",
+    Variant("multilayer", "L4", "rloo", "RLOO (K=2)",
             BERNOULLI, dict(grad_type="rloo", encoder_type="linear",
                             num_layers=4, **OFFICIAL)),
     # 3. Multi-sample bound, equal evaluations (2P).
     *(v for p in MULTISAMPLE_PAIRS for v in (
         Variant("multisample", f"P{p}", "local_disarm",
-                f"local DisARM ({p} pair{'s' if p > 1 else ''})", str(2 * p),
+                f"local DisARM ({p} pair{'s' if p > 1 else ''})",
                 BERNOULLI, dict(grad_type="local_disarm",
                                 encoder_type="nonlinear", num_pairs=p,
                                 **OFFICIAL)),
         Variant("multisample", f"P{p}", "vimco", f"VIMCO (K={2 * p})",
-                str(2 * p), BERNOULLI,
-                dict(grad_type="vimco", encoder_type="nonlinear",
+                BERNOULLI, dict(grad_type="vimco", encoder_type="nonlinear",
                      num_pairs=p, **OFFICIAL)))),
     # 4. Categorical 20x10.
-    Variant("categorical", "20x10", "rloo", "RLOO (K=10)", "10", CATEGORICAL,
+    Variant("categorical", "20x10", "rloo", "RLOO (K=10)", CATEGORICAL,
             dict(grad_type="rloo", **CATEGORICAL_20X10)),
-    Variant("categorical", "20x10", "rloo_k2", "RLOO (K=2)", "2", CATEGORICAL,
+    Variant("categorical", "20x10", "rloo_k2", "RLOO (K=2)", CATEGORICAL,
             dict(grad_type="rloo", num_samples=2, **CATEGORICAL_20X10)),
-    Variant("categorical", "20x10", "arsm", "ARSM", "46", CATEGORICAL,
+    Variant("categorical", "20x10", "arsm", "ARSM", CATEGORICAL,
             dict(grad_type="arsm", **CATEGORICAL_20X10)),
-    Variant("categorical", "20x10", "arsm_plus", "ARSM+", "46", CATEGORICAL,
+    Variant("categorical", "20x10", "arsm_plus", "ARSM+", CATEGORICAL,
             dict(grad_type="arsm_plus", **CATEGORICAL_20X10)),
-    Variant("categorical", "20x10", "disarm_sb", "DisARM-SB", "2",
+    Variant("categorical", "20x10", "disarm_sb", "DisARM-SB",
             CATEGORICAL, dict(grad_type="disarm_sb", **CATEGORICAL_20X10)),
+    # 6. Relaxations and straight-through (one evaluation each).
+    *(Variant("relaxation", "nonlinear", name, label, BERNOULLI,
+              dict(grad_type=name, encoder_type="nonlinear", bias_check=True,
+                   **OFFICIAL))
+      for name, label in (("disarm", "DisARM"), ("rloo", "RLOO (K=2)"),
+                          ("straight_through", "straight-through"),
+                          ("gumbel_softmax", "Gumbel-softmax"),
+                          ("st_gumbel_softmax", "ST Gumbel-softmax"),
+                          ("gumbel_rao", "Gumbel-Rao"),
+                          ("reinmax", "ReinMax"))),
+    *(Variant("relaxation", "20x10", arm, label, CATEGORICAL,
+              dict(grad_type=name, bias_check=True,
+                   decoder_grad="estimator_samples", **extra,
+                   **CATEGORICAL_20X10), steps_divisor=2)
+      for arm, name, label, extra in (
+          ("rloo_k2", "rloo", "RLOO (K=2)", dict(num_samples=2)),
+          ("disarm_sb", "disarm_sb", "DisARM-SB", {}),
+          ("st_gumbel_softmax", "st_gumbel_softmax", "ST Gumbel-softmax", {}),
+          ("gumbel_rao", "gumbel_rao", "Gumbel-Rao", {}),
+          ("reinmax", "reinmax", "ReinMax", {}))),
+    # 7. More than two samples, 4 evaluations each.
+    *(Variant("coupling", setting, name, label, BERNOULLI,
+              dict(grad_type=name, encoder_type="nonlinear", num_pairs=2,
+                   **OFFICIAL))
+      for setting, name, label in (
+          ("mean4", "rloo", "RLOO (K=4)"), ("mean4", "disarm",
+                                            "DisARM (2 pairs)"),
+          ("mean4", "arms", "ARMS (K=4)"),
+          ("bound4", "arms_bound", "ARMS-bound"),
+          ("bound4", "local_disarm", "local DisARM (2 pairs)"),
+          ("bound4", "vimco", "VIMCO (K=4)"))),
+    *(Variant("coupling", "20x10", name, label, CATEGORICAL,
+              dict(grad_type=name, num_samples=4, **CATEGORICAL_20X10),
+              steps_divisor=2)
+      for name, label in (("rloo", "RLOO (K=4)"), ("carms", "CARMS (K=4)"),
+                          ("unordered_set", "unordered set (K=4)"),
+                          ("disarm_sb", "DisARM-SB (2 pairs)"))),
     # 5. The papers' length.
-    Variant("paper", "nonlinear", "disarm", "DisARM", "2", BERNOULLI,
+    Variant("paper", "nonlinear", "disarm", "DisARM", BERNOULLI,
             dict(grad_type="disarm", encoder_type="nonlinear", **OFFICIAL)),
-    Variant("paper", "nonlinear", "rloo", "RLOO (K=2)", "2", BERNOULLI,
+    Variant("paper", "nonlinear", "rloo", "RLOO (K=2)", BERNOULLI,
             dict(grad_type="rloo", encoder_type="nonlinear", **OFFICIAL),
             datasets=("dynamic_mnist",)),
-    Variant("paper", "nonlinear", "arm", "ARM", "2", BERNOULLI,
+    Variant("paper", "nonlinear", "arm", "ARM", BERNOULLI,
             dict(grad_type="arm", encoder_type="nonlinear", **OFFICIAL),
             datasets=("dynamic_mnist",)),
 )
 
-SETTING_LABELS = {"linear": "linear", "nonlinear": "nonlinear", "L2": "L = 2",
+SETTING_LABELS = {"mean4": "E_q[f], 4 evaluations",
+                  "bound4": "multi-sample bound, 4 evaluations",
+                  "linear": "linear", "nonlinear": "nonlinear", "L2": "L = 2",
                   "L4": "L = 4", "20x10": "20 x 10",
                   **{f"P{p}": f"P = {p} (2P = {2 * p} evaluations)"
                      for p in MULTISAMPLE_PAIRS}}
@@ -289,6 +359,20 @@ CLAIMS = (
     Claim("ARSM+ (Rao-Blackwellized) does worse than RLOO (K = C = 10) in "
           "train ELBO", COUPLED_PAPER, "categorical", "rloo", "arsm_plus",
           "train_elbo"),
+    Claim("Gumbel-Rao has lower encoder gradient variance than ST "
+          "Gumbel-softmax at the same temperature",
+          "Gumbel-Rao (Paulus, Maddison, Krause 2021)", "relaxation",
+          "gumbel_rao", "st_gumbel_softmax", "grad_variance",
+          higher_is_better=False),
+    Claim("ReinMax reaches a higher train ELBO than ST Gumbel-softmax",
+          "ReinMax (Liu et al. 2023)", "relaxation", "reinmax",
+          "st_gumbel_softmax", "train_elbo"),
+    Claim("ARMS reaches a higher train ELBO than RLOO at equal evaluations "
+          "(K = 4)", "ARMS (Dimitriev & Zhou 2021)", "coupling", "arms",
+          "rloo", "train_elbo"),
+    Claim("CARMS reaches a higher train ELBO than RLOO at equal evaluations "
+          "(K = 4)", "CARMS (Dimitriev & Zhou 2021)", "coupling", "carms",
+          "rloo", "train_elbo"),
     Claim("Stick-breaking DisARM is competitive with RLOO at equal "
           "evaluations (K = 2): train ELBO no more than 1 nat below",
           COUPLED_PAPER, "categorical", "disarm_sb", "rloo_k2", "train_elbo",
@@ -405,9 +489,11 @@ def study_runs(options: Options) -> List[Run]:
         for seed in (group.seeds if options.seeds is None else
                      options.seeds):
           name = f"{dataset}-{variant.setting}-{variant.arm}-seed{seed}"
+          divisor = variant.steps_divisor
           runs.append(Run(
-              variant, dataset, int(seed), int(options.steps[group.name]),
-              int(options.eval_every or group.eval_every),
+              variant, dataset, int(seed),
+              max(1, int(options.steps[group.name]) // divisor),
+              max(1, int(options.eval_every or group.eval_every) // divisor),
               os.path.join(root, group.name, name)))
   return runs
 

@@ -398,8 +398,8 @@ class Trainer:
     # Rows after the checkpoint are recomputed; without a checkpoint, all.
     dropped = metrics_log.truncate(step if step else -1)
     if self.restored_from:
-      logging.info("Resumed %s at step %d (dropped %d metrics rows written "
-                   "after it).", self.restored_from, step, dropped)
+      print(f"Resumed {self.restored_from} at step {step} (dropped {dropped} "
+            f"metrics rows written after it).", flush=True)
 
     # Compile before timing: a zero-step call traces and compiles the loop.
     compile_start = time.time()

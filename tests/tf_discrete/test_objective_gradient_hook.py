@@ -115,7 +115,7 @@ def test_check_is_free_inside_a_compiled_function():
   np.testing.assert_allclose(eager[1], xla[1], rtol=1e-6)
 
 
-def test_trainable_state_is_still_refused():
+def test_trainable_state_without_its_own_hook_is_refused():
   registry = _core.Registry("toy")
 
   @registry.register

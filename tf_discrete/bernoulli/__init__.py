@@ -27,6 +27,7 @@ import tensorflow as tf
 from tf_discrete import _core
 from tf_discrete.bernoulli import _common
 from tf_discrete.bernoulli import augment  # Registers its estimators.
+from tf_discrete.bernoulli import control_variates  # Registers its estimators.
 from tf_discrete.bernoulli import multisample  # Registers its estimators.
 from tf_discrete.bernoulli import relaxation  # Registers its estimators.
 from tf_discrete.bernoulli import score_function  # Registers its estimators.

@@ -246,7 +246,7 @@ def toy_study(tmp_path, monkeypatch):
   monkeypatch.setenv("PYTHONPATH", str(tmp_path / "fakebin"))
   group = settings.Group("toy", "A toy table", ("d",), 20, 10, "Toy runs.",
                          seeds=(0, 1))
-  variants = tuple(settings.Variant("toy", "s", arm, arm.upper(), "2",
+  variants = tuple(settings.Variant("toy", "s", arm, arm.upper(),
                                     "fake_vae", {"grad_type": arm})
                    for arm in ("a", "b", "fail"))
   claim = settings.Claim("A beats B", "toy paper", "toy", "a", "b",
