@@ -408,14 +408,17 @@ class _ForwardPass:
 def gradient_basket(config: BernoulliVAEConfig) -> Tuple[List[str], Dict[str, str]]:
   """Estimators comparable with ``config.estimator`` at the same cost.
 
-  Same kind of bound (single- or multi-sample), same number of objective
-  evaluations per layer, same model. Returns ``(names, excluded)`` with the
+  Unbiased, same kind of bound (single- or multi-sample), same number of
+  objective evaluations per layer, same model. Returns ``(names, excluded)`` with the
   reason each other estimator is excluded.
   """
   names, excluded = [], {}
   evaluations = config.evaluations
   for name in bernoulli.available():
     if name == config.estimator:
+      continue
+    if not bernoulli.get(name).facts.unbiased:
+      excluded[name] = "biased: its variance is not comparable"
       continue
     try:
       dataclasses.replace(config, estimator=name, num_samples=evaluations,

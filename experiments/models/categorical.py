@@ -365,6 +365,9 @@ def gradient_basket(config: CategoricalVAEConfig,
     for name in categorical.available():
       if name == config.estimator:
         continue
+      if not categorical.get(name).facts.unbiased:
+        excluded[name] = "biased: its variance is not comparable"
+        continue
       try:
         _, count, _ = resolve_override(config, name, evaluations)
       except ValueError as e:

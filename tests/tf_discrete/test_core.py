@@ -106,7 +106,10 @@ def test_every_draw_has_typed_frozen_noise(module, shape, name, estimator):
   draw = estimator.sample(logits, num, tf.constant([1, 2]),
                           **estimator.resolve_options({}))
   assert isinstance(draw, _core.Draw)
-  assert draw.samples.shape[0] == num
+  # An estimator with control-variate state draws the hard samples here and
+  # builds its relaxed evaluations from the noise when it evaluates.
+  if not estimator.facts.trainable_state:
+    assert draw.samples.shape[0] == num
   noise = draw.noise
   assert dataclasses.is_dataclass(noise) and not isinstance(noise, type), name
   assert type(noise).__dataclass_params__.frozen, name

@@ -410,8 +410,12 @@ def test_command_runs_resumes_records_and_reports(tmp_path):
   _command(tmp_path, *raised)
   assert _launches(cat) == 1
   report_text = (tmp_path / "docs" / "results.md").read_text()
-  rows = {l.split(" | ")[0][2:]: l for l in report_text.splitlines()
-          if l.startswith("| synthetic-")}
+  # Run name -> its rows (a name like synthetic-20x10-disarm_sb-seed0
+  # stands in several tables; the first is the categorical table's).
+  rows = {}
+  for line in report_text.splitlines():
+    if line.startswith("| synthetic-"):
+      rows.setdefault(line.split(" | ")[0][2:], line)
   assert "done, 30" in rows["synthetic-linear-disarm-seed0"]
   assert "**in progress** at 20 / 30" in rows[
       "synthetic-20x10-disarm_sb-seed0"]

@@ -16,17 +16,18 @@ def _study():
   return settings.study_runs(settings.Options(reuse_from=()))
 
 
-def test_study_has_the_five_tables_with_unique_runs():
+def test_study_has_the_seven_tables_with_unique_runs():
   runs = _study()
   names = [r.name for r in runs]
   assert len(names) == len(set(names))
   by_group = {g.name: [r for r in runs if r.group == g.name]
               for g in settings.GROUPS}
   # 3 estimators x 3 data sets x 2 networks x 3 seeds; 2 x 2 x 3; 2 x 2 x 3;
-  # 5 x 1; DisARM on 3 data sets + RLOO and ARM on dynamic MNIST, 1 seed.
+  # 5 x 1; DisARM on 3 data sets + RLOO and ARM on dynamic MNIST, 1 seed;
+  # relaxation 7 Bernoulli + 5 categorical, coupling 6 + 4, 1 seed.
   assert {k: len(v) for k, v in by_group.items()} == {
       "binary": 54, "multilayer": 12, "multisample": 12, "categorical": 5,
-      "paper": 5}
+      "paper": 5, "relaxation": 12, "coupling": 10}
   assert {r.dataset for r in by_group["binary"]} == {
       "dynamic_mnist", "fashion_mnist", "omniglot"}
   for group in ("multilayer", "multisample", "categorical"):
@@ -37,9 +38,11 @@ def test_study_has_the_five_tables_with_unique_runs():
     command = run.command("python")
     assert "--demean_input" in command and "--initialize_with_bias" in command
     assert f"--num_steps={run.steps}" in command
-    assert command[2] == ("experiments.categorical_vae"
-                          if run.group == "categorical"
-                          else "experiments.bernoulli_vae")
+    assert command[2] == run.variant.module
+    assert run.variant.module == ("experiments.categorical_vae"
+                                  if run.group == "categorical"
+                                  or run.variant.setting == "20x10"
+                                  else "experiments.bernoulli_vae")
   assert {r.steps for r in by_group["binary"]} == {100_000}
   assert {r.steps for r in by_group["categorical"]} == {50_000}
   assert {r.steps for r in by_group["paper"]} == {1_000_000}
@@ -140,9 +143,11 @@ def test_seeds_and_datasets_override(make_options):
   runs = settings.study_runs(make_options(seeds=(0, 3)))
   assert {r.dataset for r in runs} == {"synthetic"}
   # Per seed: 6 + 4 + 4 + 5 + 1 (the paper table's RLOO and ARM run on
-  # dynamic MNIST only).
-  assert len(runs) == 2 * (6 + 4 + 4 + 5 + 1)
-  assert all(r.eval_every == 10 and r.steps == 20 for r in runs)
+  # dynamic MNIST only) + 12 relaxation + 10 coupling.
+  assert len(runs) == 2 * (6 + 4 + 4 + 5 + 1 + 12 + 10)
+  # Categorical arms of the mixed tables run half the steps.
+  assert all((r.eval_every, r.steps) == ((5, 10) if r.variant.steps_divisor
+                                         == 2 else (10, 20)) for r in runs)
   assert any(r.name.endswith("-seed3") for r in runs)
 
 
