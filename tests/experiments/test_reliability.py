@@ -202,7 +202,7 @@ def test_damaged_newest_checkpoint_falls_back_to_an_intact_one(
   assert f"ckpt-{NUM_STEPS}.data-00000-of-00001" in warnings[0]
   assert f"Resuming from ckpt-{NUM_STEPS - 10}" in warnings[0]
   assert (f"at step {NUM_STEPS - 10} (dropped 1 metrics rows"
-          in result.stderr), result.stderr[-3000:]
+          in result.stdout), result.stdout[-3000:]
   assert run_values(logdir) == uninterrupted[1]
   # The damaged files are kept aside; the state file names intact ones.
   assert os.listdir(os.path.join(logdir, "checkpoints", "damaged"))
