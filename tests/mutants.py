@@ -72,8 +72,10 @@ MUTANTS: Tuple[Mutant, ...] = (
         "bound_drops_log_q_path", "the multi-sample-bound estimators' VAE "
         "objective without the pathwise gradient of -log q",
         "experiments/models/bernoulli.py",
-        "    pathwise = estimates_bound(cfg.estimator)\n",
-        "    pathwise = False\n",
+        "    pathwise = estimates_bound(cfg.estimator)\n"
+        "    separate = cfg.decoder_grad == SEPARATE_SAMPLE\n",
+        "    pathwise = False\n"
+        "    separate = cfg.decoder_grad == SEPARATE_SAMPLE\n",
         (f"{_MODEL}::test_bernoulli_vae_gradient_is_exact[vimco-1]",
          f"{_MODEL}::test_bernoulli_vae_gradient_is_exact[local_disarm-1]")),
     Mutant(
@@ -91,8 +93,8 @@ MUTANTS: Tuple[Mutant, ...] = (
     Mutant(
         "replica_seed_not_folded", "every replica draws the same noise",
         "experiments/training/step.py",
-        "seed = distribute.fold_seed(self._train_seed, step, replica)",
-        "seed = distribute.fold_seed(self._train_seed, step)",
+        "seed = distribute.fold_seed(self.train_seed, step, replica)",
+        "seed = distribute.fold_seed(self.train_seed, step)",
         (_DISTRIBUTED,)),
     Mutant(
         "replica_batch_offset", "every replica reads the first share of "

@@ -115,7 +115,8 @@ class TrainStep:
     self.num_train = int(train_images.shape[0])
     self.batches_per_epoch = self.num_train // batch_size
     self._dynamic, self._binarize = dynamic, binarize
-    self._train_seed, self._permutation_seed = train_seed, permutation_seed
+    # Public: a reference computation of a step derives the same seeds.
+    self.train_seed, self._permutation_seed = train_seed, permutation_seed
     with strategy.scope():
       # Data on the device; not part of the checkpoint.
       self.train_images = tf.Variable(train_images, trainable=False)
@@ -160,7 +161,7 @@ class TrainStep:
     that their sum over replicas is the update; the reference computation
     of a distributed step calls this for every replica in turn."""
     replicas = replicas or self.strategy.num_replicas_in_sync
-    seed = distribute.fold_seed(self._train_seed, step, replica)
+    seed = distribute.fold_seed(self.train_seed, step, replica)
     data_seed, model_seed = _core.split_seed(seed, 2)
     x = self.batch(step, data_seed, replica, replicas)
     grads, estimate = model_gradients(self.model, self.groups, x, model_seed)

@@ -25,6 +25,8 @@ cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(
     cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 from experiments import bernoulli_vae, vae_common
+from experiments.training import distribute
+from tf_discrete import _core, datasets
 
 LR = 0.5
 vae_common.optimizer_fns = lambda values: {
@@ -53,15 +55,32 @@ for estimator in ("disarm", "rloo"):
 
   mirrored.train_steps(1)
 
-  step = tf.constant(0, tf.int64)
-  direct.train_step.order.assign(direct.train_step.permutation(0))
+  # The reference, written out here rather than through the step's own
+  # per-replica code: replica r takes rows [4r, 4r + 4) of the epoch's
+  # order, draws from the run seed folded with the step and r, and its share
+  # of the global-batch mean is 1/2 of its local-batch gradient.
+  train = direct.train_step
+  order = train.permutation(0)
+  model = direct.model
+
+  def replica_gradient(replica):
+    seed = distribute.fold_seed(train.train_seed, 0, replica)
+    data_seed, model_seed = _core.split_seed(seed, 2)
+    x = datasets.binarize(
+        tf.gather(train.train_images, order[4 * replica:4 * replica + 4]),
+        data_seed)
+    with tf.GradientTape() as tape:
+      loss = -model.training_objective(x, model_seed)[0]
+    grads = tape.gradient(loss, {g: groups[g] for g in names},
+                          unconnected_gradients="zero")
+    return {g: [v / 2 for v in grads[g]] for g in names}
+
   summed = {g: [np.zeros_like(w) for w in before[g]] for g in names}
   for replica in range(2):
     # Compiled like the replicas of the mirrored step (XLA's stateless
     # fold-in differs from the eager kernel's).
-    grads = tf.function(
-        lambda r=replica: direct.train_step.replica_gradients(
-            step, r, replicas=2)[0], jit_compile=True)()
+    grads = tf.function(lambda r=replica: replica_gradient(r),
+                        jit_compile=True)()
     for g in names:
       for total, grad in zip(summed[g], grads[g]):
         total += grad.numpy()
