@@ -145,6 +145,29 @@ MUTANTS: Tuple[Mutant, ...] = (
         ("tests/tf_discrete/test_layers.py::"
          "test_second_layer_gets_only_its_estimator_gradient",)),
     Mutant(
+        "straight_through_no_sigmoid_slope", "straight-through passes the "
+        "objective's gradient through unchanged instead of through the "
+        "slope of sigma(theta)", "tf_discrete/bernoulli/relaxation.py",
+        "    del draw\n    return sigmoid_derivative(theta)",
+        "    del draw\n    return tf.ones_like(theta)",
+        ("tests/tf_discrete/bernoulli/test_relaxation.py::"
+         "test_straight_through_exact_for_linear_objective",)),
+    Mutant(
+        "arms_leave_one_out_k", "ARMS divides the leave-one-out sum by K "
+        "instead of K - 1", "tf_discrete/bernoulli/multisample.py",
+        "  grad = (tf.reduce_sum(centred * score, 0) / (k - 1.0) *",
+        "  grad = (tf.reduce_sum(centred * score, 0) / k *",
+        ("tests/tf_discrete/bernoulli/test_multisample.py::"
+         "test_arms_unbiased",)),
+    Mutant(
+        "rebar_control_variate_uncorrected", "REBAR subtracts its control "
+        "variate from the score term without adding back its reparameterized "
+        "mean", "tf_discrete/bernoulli/control_variates.py",
+        "              + dc[0] * jacobian_z\n",
+        "              + 0.0 * dc[0] * jacobian_z\n",
+        ("tests/tf_discrete/bernoulli/test_control_variates.py::"
+         "test_unbiased_untrained",)),
+    Mutant(
         "enumeration_drops_a_state", "the exact expectation misses the "
         "last enumerated state", "tf_discrete/diagnostics.py",
         "      result = tf.reduce_sum(tf.exp(log_q) * values, axis=0)",
