@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tests import support
 import tf_discrete
 from tf_discrete import bernoulli
 from tf_discrete import diagnostics
@@ -117,21 +118,11 @@ def test_same_seed_same_result_eager_function_xla(name):
   logits = tf.constant(np.random.RandomState(1).randn(3, 5), tf.float32)
   seed = tf.constant([4, 2])
 
-  def run(logits, seed):
-    with tf.GradientTape() as tape:
-      tape.watch(logits)
-      value = bernoulli.estimate(objective, logits, name, seed=seed)
-      total = tf.reduce_sum(value)
-    return value, tape.gradient(total, logits)
-
-  eager = run(logits, seed)
-  graph = tf.function(run)(logits, seed)
-  xla = tf.function(run, jit_compile=True)(logits, seed)
-  for other in (graph, xla):
-    np.testing.assert_allclose(eager[0], other[0], rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(eager[1], other[1], rtol=1e-5, atol=1e-5)
-  different = run(logits, tf.constant([4, 3]))
-  assert not np.allclose(eager[1], different[1])
+  support.assert_same_in_eager_graph_xla(
+      lambda logits, seed: bernoulli.estimate(
+          objective, logits, name,
+          seed=seed),
+      logits, seed, tf.constant([4, 3]), grad_rtol=1e-5)
 
 
 @pytest.mark.parametrize("name", bernoulli.available())

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tests import support
 from tf_discrete import categorical
 from tf_discrete import diagnostics
 
@@ -348,22 +349,11 @@ def test_same_seed_same_result_eager_function_xla(name):
   seed = tf.constant([4, 2])
   options = {"logits_order": "descending"} if name == "disarm_sb" else {}
 
-  def run(logits, seed):
-    with tf.GradientTape() as tape:
-      tape.watch(logits)
-      value = categorical.estimate(objective, logits, name, seed=seed,
-                                   **options)
-      total = tf.reduce_sum(value)
-    return value, tape.gradient(total, logits)
-
-  eager = run(logits, seed)
-  graph = tf.function(run)(logits, seed)
-  xla = tf.function(run, jit_compile=True)(logits, seed)
-  for other in (graph, xla):
-    np.testing.assert_allclose(eager[0], other[0], rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(eager[1], other[1], rtol=1e-4, atol=1e-5)
-  different = run(logits, tf.constant([4, 3]))
-  assert not np.allclose(eager[1], different[1])
+  support.assert_same_in_eager_graph_xla(
+      lambda logits, seed: categorical.estimate(
+          objective, logits, name,
+          seed=seed, **options),
+      logits, seed, tf.constant([4, 3]), grad_rtol=1e-4)
 
 
 def test_unknown_batch_size_in_graph():
