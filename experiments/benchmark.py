@@ -64,6 +64,7 @@ from experiments import hardware
 from experiments import official_style
 from experiments import xla_profile
 from experiments.cli import Flag
+from experiments.models import estimator_state
 from experiments.models import networks
 from experiments.training import step as training_step
 from tf_discrete import _core
@@ -219,8 +220,9 @@ def bare_loop(family: str, model, x: tf.Tensor,
               = None) -> Callable[[tf.Tensor], Any]:
   """``n -> gradients``: n bare forward+backward passes in one XLA call.
 
-  The gradients come as a list over ``model.trainable_variables``, or with
-  ``updates`` as ``{group: list}``.
+  The gradients come as a list over the variables of the model's parameter
+  groups (but the control-variate group), or with ``updates`` as
+  ``{group: list}``.
 
   The pass: the ELBO of two samples from q (encoder once per image, decoder
   on both samples) and its gradient w.r.t. every trainable variable (the
@@ -234,9 +236,15 @@ def bare_loop(family: str, model, x: tf.Tensor,
   bare pass plus the parameter update, with weights that change every step
   as they do in training.
   """
-  updates = updates or {}
+  # The networks' weights: an estimator's control-variate parameters have
+  # no part in the bare pass.
+  updates = {name: update for name, update in (updates or {}).items()
+             if name != estimator_state.CONTROL_VARIATE_GROUP}
   variables = ({name: list(group) for name, (_, group) in updates.items()}
-               if updates else model.trainable_variables)
+               if updates else
+               [v for name, group in model.parameter_groups().items()
+                if name != estimator_state.CONTROL_VARIATE_GROUP
+                for v in group])
   elbo = _BARE_ELBO[family]
 
   @tf.function(jit_compile=True)

@@ -62,6 +62,13 @@ FLAG_SPECS: Dict[str, Flag] = {
         "pairs, rloo/reinforce/ar 2*num_pairs samples. Unset: each "
         "estimator's default (2 evaluations; 1 for reinforce and ar).",
         dict(lower_bound=1)),
+    "num_samples": Flag(
+        "integer", None,
+        "Objective evaluations per stochastic layer, counted directly (e.g. "
+        "3 for rloo, double_cv, rodeo, rebar, relax with K = 3); an "
+        "alternative to --num_pairs, which counts pairs. Unset: "
+        "--num_pairs, else each estimator's default.",
+        dict(lower_bound=1)),
     "shared_randomness": Flag(
         "bool", False,
         "Multi-layer: re-sample the layers below an estimated layer with "
@@ -86,11 +93,16 @@ def default_flag_values() -> Dict[str, Any]:
 
 def vae_config(values: Mapping[str, Any]) -> bernoulli_model.BernoulliVAEConfig:
   """The model configuration; raises ValueError for inapplicable flags."""
-  num_pairs = values["num_pairs"]
+  num_pairs, num_samples = values["num_pairs"], values["num_samples"]
+  if num_pairs is not None and num_samples is not None:
+    raise ValueError("--num_pairs and --num_samples both set the number of "
+                     "objective evaluations; give one.")
+  if num_pairs is not None:
+    num_samples = 2 * num_pairs
   name = GRAD_TYPE_ALIASES.get(values["grad_type"], values["grad_type"])
   return bernoulli_model.BernoulliVAEConfig(
       estimator=name,
-      num_samples=None if num_pairs is None else 2 * num_pairs,
+      num_samples=num_samples,
       estimator_options=vae_common.estimator_options(values, bernoulli, name),
       num_layers=values["num_layers"],
       shared_randomness=values["shared_randomness"],
@@ -104,7 +116,7 @@ def check_flags(values: Mapping[str, Any]) -> bernoulli_model.BernoulliVAEConfig
     ValueError: a flag that cannot apply to the configuration.
   """
   config = vae_config(values)
-  vae_common.check_common_flags(values)
+  vae_common.check_common_flags(values, bernoulli.get(config.estimator))
   if values["bias_check"] and bernoulli_model.estimates_bound(config.estimator):
     raise ValueError(
         f"--bias_check compares with an RLOO reference of the ELBO gradient; "
@@ -153,7 +165,8 @@ def build_trainer(values: Mapping[str, Any],
           splits.train_mean, seed=values["seed"]),
       logdir=default_logdir(values), basket=basket,
       run_config={"estimator": config.estimator,
-                  "evaluations_per_layer": config.evaluations})
+                  "evaluations_per_layer": config.evaluations},
+      control_variate=bernoulli.get(config.estimator).facts.trainable_state)
 
 
 def run(values: Mapping[str, Any], splits=None) -> Dict[str, Any]:

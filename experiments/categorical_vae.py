@@ -228,7 +228,7 @@ def check_flags(values: Mapping[str, Any]
     ValueError: a flag that cannot apply to the configuration.
   """
   config = model_config(values)
-  vae_common.check_common_flags(values)
+  vae_common.check_common_flags(values, categorical.get(config.estimator))
   basket(values, config)
   return config
 
@@ -261,7 +261,8 @@ def build_trainer(values: Mapping[str, Any],
       logdir=default_logdir(values), basket=pairs,
       run_config={"estimator": config.estimator,
                   "evaluations": config.evaluations,
-                  "basket": [list(p) for p in pairs]})
+                  "basket": [list(p) for p in pairs]},
+      control_variate=categorical.get(config.estimator).facts.trainable_state)
 
 
 def run(values: Mapping[str, Any], splits=None) -> Dict[str, Any]:

@@ -89,8 +89,29 @@ def common_flags(**overrides: Mapping[str, Any]) -> Dict[str, Flag]:
           f"RLOO samples of the --bias_check reference (default "
           f"{training.BiasCheck.reference_num_samples}).",
           dict(lower_bound=2)),
-      "strategy": Flag("enum", "default", "tf.distribute strategy.",
-                       dict(enum_values=list(training.STRATEGIES))),
+      "temperature_decay": Flag(
+          "float", None,
+          "Anneal the estimator's --temperature: tau_t = max("
+          "--min_temperature, tau_0 exp(-rate t)) with this rate per step "
+          "(the Gumbel-softmax paper uses 1e-5 or 1e-4). Unset: constant.",
+          dict(lower_bound=0.0)),
+      "min_temperature": Flag(
+          "float", None,
+          "Floor of the annealed temperature (needs --temperature_decay; "
+          "default 0.5, or the initial temperature if lower).",
+          dict(lower_bound=0.0)),
+      "control_variate_lr": Flag(
+          "float", None,
+          "Adam learning rate (beta_1 = 0.999) of the learned control-"
+          "variate parameters, for estimators that have them. Unset: "
+          "--infnet_lr."),
+      "strategy": Flag(
+          "enum", "default",
+          "tf.distribute strategy: default (none), mirrored (all GPUs, else "
+          "all logical CPUs), multi_worker (MultiWorkerMirroredStrategy over "
+          "the cluster of $TF_CONFIG; the chief writes the logdir, which all "
+          "workers must see) or tpu.",
+          dict(enum_values=list(training.STRATEGIES))),
       "tpu": Flag("string", None, "TPU address (--strategy=tpu only)."),
       "jit_compile": Flag("bool", True,
                           "XLA-compile training and evaluation."),
@@ -198,11 +219,18 @@ def estimator_options(values: Mapping[str, Any], family,
 def model_options(values: Mapping[str, Any]) -> Dict[str, Any]:
   """The model configuration fields both binaries take from their flags."""
   return {k: values[k] for k in ("encoder_type", "demean_input",
-                                 "initialize_with_bias", "decoder_grad")}
+                                 "initialize_with_bias", "decoder_grad",
+                                 "temperature_decay", "min_temperature")}
 
 
-def check_common_flags(values: Mapping[str, Any]):
-  """Raises ValueError for common flags that cannot apply together."""
+def check_common_flags(values: Mapping[str, Any], estimator):
+  """Raises ValueError for common flags that cannot apply together, or not
+  to ``estimator`` (the run's registered estimator object)."""
+  if (values["control_variate_lr"] is not None
+      and not estimator.facts.trainable_state):
+    raise ValueError(
+        f"--control_variate_lr applies to estimators with learned control "
+        f"variates; '{estimator.name}' has none.")
   if values["tpu"] is not None and values["strategy"] != "tpu":
     raise ValueError("--tpu needs --strategy=tpu.")
   if values["strategy"] == "tpu" and not values["jit_compile"]:
@@ -269,13 +297,20 @@ def load_data(values: Mapping[str, Any]):
                          progress=logging.level_info())
 
 
-def optimizer_fns(values: Mapping[str, Any]):
-  """Encoder Adam(infnet_lr), decoder Adam(genmo_lr), prior SGD(prior_lr)."""
-  return {
+def optimizer_fns(values: Mapping[str, Any], control_variate: bool = False):
+  """Encoder Adam(infnet_lr), decoder Adam(genmo_lr), prior SGD(prior_lr);
+  with ``control_variate``, the estimator's control-variate parameters
+  Adam(control_variate_lr or infnet_lr, beta_1=0.999), as RELAX trains its
+  control variate."""
+  fns = {
       "encoder": lambda: keras.optimizers.Adam(values["infnet_lr"]),
       "decoder": lambda: keras.optimizers.Adam(values["genmo_lr"]),
       "prior": lambda: keras.optimizers.SGD(values["prior_lr"]),
   }
+  if control_variate:
+    fns["control_variate"] = lambda: keras.optimizers.Adam(
+        values["control_variate_lr"] or values["infnet_lr"], beta_1=0.999)
+  return fns
 
 
 def eval_sets(splits, num_eval_samples: int) -> Sequence[training.EvalSet]:
@@ -306,8 +341,8 @@ def data_dim(splits) -> int:
 def make_trainer(values: Mapping[str, Any], splits,
                  model_fn: Callable[[Any], Any], *, logdir: str,
                  basket: Sequence[Tuple[str, Optional[int]]] = (),
-                 run_config: Optional[Mapping[str, Any]] = None
-                 ) -> training.Trainer:
+                 run_config: Optional[Mapping[str, Any]] = None,
+                 control_variate: bool = False) -> training.Trainer:
   """The Trainer of a run (not started), from the common flags.
 
   Args:
@@ -319,6 +354,8 @@ def make_trainer(values: Mapping[str, Any], splits,
     basket: ``(estimator, num_samples)`` pairs of ``TrainConfig.basket``.
     run_config: entries of ``config.json`` / ``summary.json`` besides the
       flags (the resolved estimator, its cost, ...).
+    control_variate: the model has the parameter group ``control_variate``
+      (an estimator with learned control variates).
   """
   values = dict(values)
   values["logdir"] = values["logdir"] or logdir
@@ -345,7 +382,8 @@ def make_trainer(values: Mapping[str, Any], splits,
       log_every=values["log_every"], jit_compile=values["jit_compile"],
       basket=tuple(basket), bias_check=bias_check)
   return training.Trainer(
-      lambda: model_fn(splits), optimizer_fns(values), splits.train,
+      lambda: model_fn(splits), optimizer_fns(values, control_variate),
+      splits.train,
       eval_sets(splits, values["num_eval_samples"]), train_config,
       dynamic=splits.dynamic, strategy=strategy,
       run_config={**values, **(run_config or {})}, resumable_keys=RESUMABLE)

@@ -173,6 +173,27 @@ MUTANTS: Tuple[Mutant, ...] = (
         "      result = tf.reduce_sum(tf.exp(log_q) * values, axis=0)",
         "      result = tf.reduce_sum((tf.exp(log_q) * values)[:-1], axis=0)",
         ("tests/tf_discrete/test_diagnostics.py",)),
+    Mutant(
+        "model_drops_control_variate", "the VAE model builds the control-"
+        "variate state but does not pass it to its estimator (it never "
+        "trains)", "experiments/models/estimator_state.py",
+        '      added["control_variate"] = self.control_variates[layer]\n',
+        "      pass\n",
+        (_MODEL + "::test_control_variates_train_in_the_model",)),
+    Mutant(
+        "schedule_ignores_step", "the annealed temperature stays at its "
+        "initial value", "experiments/models/estimator_state.py",
+        "      self.variables[name].assign(schedule(step))",
+        "      self.variables[name].assign(schedule(0))",
+        ("tests/experiments/test_bernoulli_vae.py::"
+         "test_annealed_temperature_and_control_variates_resume",)),
+    Mutant(
+        "non_chief_writes_summary", "under multi-worker training every "
+        "worker writes summary.json and curves.png into the shared logdir",
+        "experiments/training/loop.py",
+        "    if self.is_chief:\n      outputs.write_json(",
+        "    if True:\n      outputs.write_json(",
+        ("tests/experiments/test_multi_worker.py",)),
 )
 
 

@@ -39,8 +39,10 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 import tensorflow as tf
 
+from experiments.models import estimator_state
 from experiments.models.networks import (ESTIMATOR_SAMPLES,
                                          MLP, SEPARATE_SAMPLE,
+                                         basket_exclusion,
                                          check_decoder_grad,
                                          data_statistics, network_sizes,
                                          scale_gradient)
@@ -81,6 +83,9 @@ class BernoulliVAEConfig:
     decoder_grad: ESTIMATOR_SAMPLES or SEPARATE_SAMPLE.
     estimator_options: options of ``estimator`` (its declared
       ``facts.options``); unset ones take the estimator's defaults.
+    temperature_decay, min_temperature: anneal the estimator's
+      ``temperature`` option (see :mod:`experiments.models.estimator_state`);
+      None: constant.
   """
   estimator: str = "disarm"
   num_samples: Optional[int] = None
@@ -94,6 +99,8 @@ class BernoulliVAEConfig:
   decoder_grad: str = ESTIMATOR_SAMPLES
   estimator_options: Mapping[str, Any] = dataclasses.field(
       default_factory=dict)
+  temperature_decay: Optional[float] = None
+  min_temperature: Optional[float] = None
 
   def __post_init__(self):
     est = bernoulli.get(self.estimator)  # Lists the names when unknown.
@@ -105,12 +112,9 @@ class BernoulliVAEConfig:
     if not 1 <= self.num_layers <= MAX_LAYERS:
       raise ValueError(f"`num_layers` must be in 1..{MAX_LAYERS}, got "
                        f"{self.num_layers}.")
-    if est.facts.trainable_state:
-      raise ValueError(
-          f"Estimator '{self.estimator}' trains control-variate parameters "
-          f"of its own; the Bernoulli VAE of the binaries does not hold "
-          f"them yet. Train it through tf_discrete.layers.BernoulliLatent, "
-          f"which builds and trains them.")
+    estimator_state.temperature_schedule(
+        bernoulli, self.estimator, self.estimator_options,
+        self.temperature_decay, self.min_temperature)  # Validates.
     check_decoder_grad(est, self.decoder_grad)
     if est.facts.needs_objective_gradient and self.num_layers > 1:
       raise ValueError(
@@ -143,7 +147,7 @@ class BernoulliVAEConfig:
         self.num_samples, [self.latent_dim], **self.estimator_options)
 
 
-class BernoulliVAE(tf.Module):
+class BernoulliVAE(estimator_state.EstimatorStateMixin, tf.Module):
   """Multi-layer Bernoulli VAE; see the module docstring for the model.
 
   Args:
@@ -177,6 +181,10 @@ class BernoulliVAE(tf.Module):
                                     name="prior_logits")
     self.train_mean = tf.Variable(train_mean, trainable=False,
                                   name="train_mean")
+    self.estimator_state = estimator_state.EstimatorState(
+        bernoulli, config.estimator, config.estimator_options,
+        [config.latent_dim], config.num_layers, config.temperature_decay,
+        config.min_temperature)
 
   @property
   def objective_name(self) -> str:
@@ -186,12 +194,17 @@ class BernoulliVAE(tf.Module):
     return "ELBO"
 
   def parameter_groups(self) -> Dict[str, List[tf.Variable]]:
-    """Variables per optimizer: encoder, decoder, prior."""
-    return {
+    """Variables per optimizer: encoder, decoder, prior, and
+    control_variate for an estimator with trainable state."""
+    groups = {
         "encoder": [v for m in self.encoders for v in m.trainable_variables],
         "decoder": [v for m in self.decoders for v in m.trainable_variables],
         "prior": [self.prior_logits],
     }
+    control = self.estimator_state.control_variate_variables
+    if control:
+      groups[estimator_state.CONTROL_VARIATE_GROUP] = control
+    return groups
 
   # ------------------------------------------------------------------------
   # Networks and per-layer terms.
@@ -381,9 +394,12 @@ class BernoulliVAE(tf.Module):
       return tf.stop_gradient(f) if separate else f
 
     scale = 1 if separate else cfg.num_layers
+    options = dict(cfg.estimator_options)
+    if cfg.estimator == self.config.estimator:
+      options.update(self.estimator_state.options(layer))
     return bernoulli.estimate(objective, scale_gradient(logits, scale),
                               cfg.estimator, num_samples=cfg.num_samples,
-                              seed=estimator_seed, **cfg.estimator_options)
+                              seed=estimator_seed, **options)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -417,8 +433,9 @@ def gradient_basket(config: BernoulliVAEConfig) -> Tuple[List[str], Dict[str, st
   for name in bernoulli.available():
     if name == config.estimator:
       continue
-    if not bernoulli.get(name).facts.unbiased:
-      excluded[name] = "biased: its variance is not comparable"
+    reason = basket_exclusion(bernoulli.get(name))
+    if reason:
+      excluded[name] = reason
       continue
     try:
       dataclasses.replace(config, estimator=name, num_samples=evaluations,

@@ -54,6 +54,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 import numpy as np
 import tensorflow as tf
 
+from experiments.models import estimator_state
 from experiments.models import networks
 from experiments.models.networks import (SEPARATE_SAMPLE,
                                          check_decoder_grad)
@@ -101,6 +102,9 @@ class CategoricalVAEConfig:
       decoder input (2s - 1).
     initialize_with_bias: decoder output bias = logit(training mean).
     decoder_grad: ESTIMATOR_SAMPLES or SEPARATE_SAMPLE.
+    temperature_decay, min_temperature: anneal the estimator's
+      ``temperature`` option (see :mod:`experiments.models.estimator_state`);
+      None: constant.
   """
   estimator: str = "rloo"
   num_samples: Optional[int] = None
@@ -114,6 +118,8 @@ class CategoricalVAEConfig:
   demean_input: bool = False
   initialize_with_bias: bool = False
   decoder_grad: str = SEPARATE_SAMPLE
+  temperature_decay: Optional[float] = None
+  min_temperature: Optional[float] = None
 
   def __post_init__(self):
     for name in ("num_variables", "num_categories", "data_dim"):
@@ -139,6 +145,9 @@ class CategoricalVAEConfig:
           f"differentiable in them. Use one_hot=True.")
     check_decoder_grad(est, self.decoder_grad)
     networks.network_sizes(self.encoder_type, 1, 1)
+    estimator_state.temperature_schedule(
+        categorical, self.estimator, self.estimator_options,
+        self.temperature_decay, self.min_temperature)  # Validates.
 
   @property
   def event_shape(self) -> List[int]:
@@ -186,7 +195,7 @@ def resolve_override(config: CategoricalVAEConfig, estimator=None,
   return name, count, config.options_of(name)
 
 
-class CategoricalVAE(tf.Module):
+class CategoricalVAE(estimator_state.EstimatorStateMixin, tf.Module):
   """One-layer categorical VAE; see the module docstring for the model.
 
   Args:
@@ -219,14 +228,23 @@ class CategoricalVAE(tf.Module):
     self.prior_logits = tf.Variable(tf.zeros([v, c]), name="prior_logits")
     self.train_mean = tf.Variable(train_mean, trainable=False,
                                   name="train_mean")
+    self.estimator_state = estimator_state.EstimatorState(
+        categorical, config.estimator, config.estimator_options,
+        config.event_shape, 1, config.temperature_decay,
+        config.min_temperature)
 
   def parameter_groups(self) -> Dict[str, List[tf.Variable]]:
-    """Variables per optimizer: encoder, decoder, prior."""
-    return {
+    """Variables per optimizer: encoder, decoder, prior, and
+    control_variate for an estimator with trainable state."""
+    groups = {
         "encoder": list(self.encoder.trainable_variables),
         "decoder": list(self.decoder.trainable_variables),
         "prior": [self.prior_logits],
     }
+    control = self.estimator_state.control_variate_variables
+    if control:
+      groups[estimator_state.CONTROL_VARIATE_GROUP] = control
+    return groups
 
   # ------------------------------------------------------------------------
   # Networks and the ELBO.
@@ -327,6 +345,8 @@ class CategoricalVAE(tf.Module):
       # separate_sample: the estimate carries the estimator gradient only.
       return tf.stop_gradient(f) if separate else f
 
+    if name == cfg.estimator:
+      options.update(self.estimator_state.options())
     value = categorical.estimate(objective, logits, name, num_samples=count,
                                  seed=estimator_seed, **options)
     surrogate = value
@@ -365,8 +385,9 @@ def gradient_basket(config: CategoricalVAEConfig,
     for name in categorical.available():
       if name == config.estimator:
         continue
-      if not categorical.get(name).facts.unbiased:
-        excluded[name] = "biased: its variance is not comparable"
+      reason = networks.basket_exclusion(categorical.get(name))
+      if reason:
+        excluded[name] = reason
         continue
       try:
         _, count, _ = resolve_override(config, name, evaluations)
@@ -393,6 +414,10 @@ def gradient_basket(config: CategoricalVAEConfig,
       raise ValueError(f"Basket entry {entry!r}: '{name}' given twice.")
     seen.add(name)
     est = categorical.get(name)
+    reason = networks.basket_exclusion(est)
+    if reason:
+      raise ValueError(f"Basket entry {entry!r}: '{name}' cannot join a "
+                       f"gradient basket: {reason}.")
     if count is None and not est.facts.cost.fixed:
       count = evaluations
     try:

@@ -107,6 +107,22 @@ def data_statistics(train_mean, data_dim: int, initialize_with_bias: bool
   return train_mean, np.log(mean) - np.log1p(-mean)
 
 
+def basket_exclusion(estimator) -> Optional[str]:
+  """Why ``estimator`` cannot join a gradient basket, or None.
+
+  A basket compares encoder-gradient variances of estimators run on the
+  same batches, never applied: a biased estimator's variance says nothing
+  comparable, and a learned control variate is trained only when its
+  estimator is the run's own (in a basket it would stay at its untrained
+  values).
+  """
+  if not estimator.facts.unbiased:
+    return "biased: its variance is not comparable"
+  if estimator.facts.trainable_state:
+    return "its control variate is trained only when it is the run's estimator"
+  return None
+
+
 def check_decoder_grad(estimator, decoder_grad: str):
   """Rejects a decoder-gradient protocol the estimator cannot train with.
 

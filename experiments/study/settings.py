@@ -38,6 +38,12 @@ OFFICIAL = {"demean_input": True, "initialize_with_bias": True}
 CATEGORICAL_20X10 = dict(encoder_type="nonlinear", num_variables=20,
                          num_categories=10, one_hot=True, batch_size=200,
                          **OFFICIAL)
+# The RODEO paper's launcher settings (dynamically binarized MNIST and
+# Omniglot; its Fashion-MNIST runs use learning rates 3e-4).
+RODEO_PROTOCOL = dict(encoder_type="nonlinear", batch_size=100,
+                      infnet_lr=1e-3, genmo_lr=1e-3, prior_lr=0.0)
+# ... and its control-variate learning rate, for the estimators that learn one.
+RODEO_CONTROL = dict(control_variate_lr=1e-3)
 # Pairs of the multi-sample comparison: local DisARM with P pairs (a P-sample
 # bound, 2P evaluations) vs VIMCO with K = 2P samples (2P evaluations).
 MULTISAMPLE_PAIRS = (1, 5)
@@ -171,6 +177,24 @@ GROUPS = (
           "of `--steps_coupling`).",
           seeds=(0,)),
 )
+GROUPS += (
+    Group("control_variates",
+          "Learned control variates under the RODEO paper's protocol",
+          ("dynamic_mnist",), 100_000, 10_000,
+          "The RODEO paper's protocol (its launcher's settings): nonlinear "
+          "network, one stochastic layer of 200 Bernoulli latents, batch "
+          "100, Adam 1e-3 for encoder and decoder, prior logits fixed "
+          "(`--prior_lr=0`), control variates trained by Adam 1e-3 "
+          "(`--control_variate_lr`; β₁ = 0.999 here), no input centring or "
+          "output-bias initialization, decoder trained on the estimator's "
+          "samples. Equal evaluations per step within a setting: 2 (RLOO "
+          "K = 2, DisARM, double CV, RODEO K = 2) and 3 (RLOO K = 3, double "
+          "CV, RODEO K = 3, RELAX).",
+          seeds=(0,),
+          curves=(("train_elbo", "train ELBO (nats)", False),
+                  ("test_iwae", "test 100-sample bound (nats)", False),
+                  ("grad_variance", "encoder gradient variance", True))),
+)
 GROUP_BY_NAME = {g.name: g for g in GROUPS}
 
 STUDY = (
@@ -258,6 +282,18 @@ STUDY = (
       for name, label in (("rloo", "RLOO (K=4)"), ("carms", "CARMS (K=4)"),
                           ("unordered_set", "unordered set (K=4)"),
                           ("disarm_sb", "DisARM-SB (2 pairs)"))),
+    # 8. Learned control variates, the RODEO paper's protocol.
+    *(Variant("control_variates", f"K{k}", name, label, BERNOULLI,
+              dict(grad_type=name, num_samples=k, **RODEO_PROTOCOL,
+                   **(RODEO_CONTROL if learned else {})))
+      for k, name, label, learned in (
+          (2, "rloo", "RLOO (K=2)", False), (2, "disarm", "DisARM", False),
+          (2, "double_cv", "double CV (K=2)", True),
+          (2, "rodeo", "RODEO (K=2)", True),
+          (3, "rloo", "RLOO (K=3)", False),
+          (3, "double_cv", "double CV (K=3)", True),
+          (3, "rodeo", "RODEO (K=3)", True),
+          (3, "relax", "RELAX", True))),
     # 5. The papers' length.
     Variant("paper", "nonlinear", "disarm", "DisARM", BERNOULLI,
             dict(grad_type="disarm", encoder_type="nonlinear", **OFFICIAL)),
@@ -273,6 +309,7 @@ SETTING_LABELS = {"mean4": "E_q[f], 4 evaluations",
                   "bound4": "multi-sample bound, 4 evaluations",
                   "linear": "linear", "nonlinear": "nonlinear", "L2": "L = 2",
                   "L4": "L = 4", "20x10": "20 x 10",
+                  "K2": "2 evaluations", "K3": "3 evaluations",
                   **{f"P{p}": f"P = {p} (2P = {2 * p} evaluations)"
                      for p in MULTISAMPLE_PAIRS}}
 

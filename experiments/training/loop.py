@@ -12,7 +12,11 @@ models of :mod:`experiments.models`):
   direction, ``estimate`` the reported training objective. ``estimator`` /
   ``num_samples`` override the model's own (gradient basket, bias check);
 * ``model.log_likelihood_bound(x, num_samples, seed) -> [B]``: the
-  ``num_samples``-sample importance-weighted bound (1: the ELBO).
+  ``num_samples``-sample importance-weighted bound (1: the ELBO);
+* optional: ``model.begin_step(step)``, called in the compiled loop before
+  each step's gradients (scheduled estimator options), and
+  ``model.scheduled_values() -> {name: variable}``, logged with every
+  evaluation.
 
 The pieces: :mod:`.step` (the compiled multi-step function),
 :mod:`.evaluation` (the bounds), :mod:`.monitors` (gradient moments, bias
@@ -28,7 +32,9 @@ newer checkpoints are named in a warning and moved to
 ``checkpoints/damaged/``; if checkpoints exist but none is intact, the run
 stops (:class:`NoIntactCheckpointError`) instead of starting over. A run
 holds its logdir's lock (:class:`~experiments.training.outputs.LogdirLock`)
-while it trains. Per-step randomness and data order are stateless functions
+while it trains. Multi-worker: the chief alone locks and writes the logdir;
+every worker restores the chief's checkpoint and takes part in every
+collective (evaluations, saves: the others save to a temporary folder). Per-step randomness and data order are stateless functions
 of (seed, step), so a resumed run writes the rows of an uninterrupted one.
 See ``docs/runs.md``.
 """
@@ -233,6 +239,13 @@ class Trainer:
         max_to_keep=3)
 
   @property
+  def is_chief(self) -> bool:
+    """Whether this process writes the logdir: always, except for the
+    non-chief workers of a multi-worker run (they still run every
+    collective: evaluations, checkpoint saves)."""
+    return distribute.is_chief(self.strategy)
+
+  @property
   def eval_sets(self) -> Sequence[evaluation.EvalSet]:
     return self.evaluator.eval_sets
 
@@ -246,6 +259,9 @@ class Trainer:
     metrics = self.evaluator(
         distribute.fold_seed(self._seeds[_EVAL_STREAM], step))
     metrics.update(self.moments.metrics())
+    scheduled = getattr(self.model, "scheduled_values", dict)()
+    metrics.update({name: float(value.numpy())
+                    for name, value in scheduled.items()})
     if self.bias_monitor is not None:
       metrics.update(self.bias_monitor.metrics(
           distribute.fold_seed(self._seeds[_BIAS_STREAM], step)))
@@ -287,7 +303,8 @@ class Trainer:
     cfg = self.config
     found = self._checkpoints()
     outputs.check_run_config(cfg.logdir, self.run_config,
-                             self.resumable_keys, bool(found))
+                             self.resumable_keys, bool(found),
+                             write=self.is_chief)
     self.restored_from = None
     if found:
       damaged, chosen = {}, None
@@ -311,15 +328,18 @@ class Trainer:
             f"not {cfg.seed}.")
       if damaged:
         description = self._describe_damage(found, damaged)
-        moved_to = self._move_aside([found[n] for n in damaged])
+        moved_to = (self._move_aside([found[n] for n in damaged])
+                    if self.is_chief else None)
         logging.warning(
             "Damaged checkpoints in %s: %s; %s. Resuming from %s, the newest "
             "intact checkpoint.", self.manager.directory, description,
             f"moved to {moved_to}" if moved_to else "left in place",
             os.path.basename(self.restored_from))
       if damaged or self.restored_from != self.manager.latest_checkpoint:
-        self._record_checkpoints(found, chosen)
-    self._remove_unfinished_saves()
+        if self.is_chief:
+          self._record_checkpoints(found, chosen)
+    if self.is_chief:
+      self._remove_unfinished_saves()
     return int(self.step.numpy())
 
   def _describe_damage(self, found, damaged) -> str:
@@ -387,14 +407,19 @@ class Trainer:
           f"logdir {cfg.logdir}: object-store URLs are not supported (a run "
           f"writes its logdir with local file operations and locks it with "
           f"flock); use a local or mounted path and copy it to the bucket.")
-    os.makedirs(cfg.logdir, exist_ok=True)
-    with outputs.LogdirLock(cfg.logdir):
+    # Multi-worker: the chief alone writes the logdir and holds its lock.
+    if self.is_chief:
+      os.makedirs(cfg.logdir, exist_ok=True)
+    with outputs.logdir_lock(cfg.logdir, self.is_chief):
       return self._run(session_start)
 
   def _run(self, session_start: float) -> Dict[str, Any]:
     cfg = self.config
     step = self._restore()
-    metrics_log = outputs.MetricsLog(cfg.logdir)
+    # Multi-worker: all workers must resume from the chief's checkpoint.
+    distribute.check_workers_agree(self.strategy, "the step to resume from",
+                                   step)
+    metrics_log = outputs.metrics_log(cfg.logdir, self.is_chief)
     # Rows after the checkpoint are recomputed; without a checkpoint, all.
     dropped = metrics_log.truncate(step if step else -1)
     if self.restored_from:
@@ -433,7 +458,10 @@ class Trainer:
         eval_time = self._evaluate_and_log(metrics_log, step, since_eval)
         since_eval = _Meter()
       if step % cfg.checkpoint_every == 0 or done:
-        self.manager.save(checkpoint_number=step, **_save_kwargs())
+        outputs.save_checkpoint(
+            self.manager, self.checkpoint, step, chief=self.is_chief,
+            task=distribute.task_name(self.strategy), keep=KEEP_CHECKPOINTS,
+            **_save_kwargs())
 
     rows = metrics_log.rows()
     total_time = float(self.train_time.numpy())
@@ -454,17 +482,22 @@ class Trainer:
            if k not in ("step", "wall_time")},
         "flags": self.run_config,
     }
-    outputs.write_json(os.path.join(cfg.logdir, outputs.SUMMARY_FILE),
-                       summary)
-    outputs.plot_curves(rows, os.path.join(cfg.logdir, outputs.CURVES_FILE))
+    if self.is_chief:
+      outputs.write_json(os.path.join(cfg.logdir, outputs.SUMMARY_FILE),
+                         summary)
+      outputs.plot_curves(rows,
+                          os.path.join(cfg.logdir, outputs.CURVES_FILE))
     final = "  ".join(f"{k} {summary[k]:.4g}" for k in
                       ("train_elbo", "valid_iwae", "test_iwae", "grad_variance")
                       if isinstance(summary.get(k), float))
+    where = (f"outputs in {cfg.logdir}: {outputs.METRICS_FILE}, "
+             f"{outputs.SUMMARY_FILE}, {outputs.CURVES_FILE}, "
+             f"{outputs.CHECKPOINT_DIR}/, TensorBoard events"
+             if self.is_chief else
+             f"{distribute.task_name(self.strategy)} is not the chief: the "
+             f"chief writes the outputs in {cfg.logdir}")
     print(f"done: {step} steps, {summary['ms_per_step'] or 0:.2f} ms/step"
-          f"{'  ' + final if final else ''}\noutputs in {cfg.logdir}: "
-          f"{outputs.METRICS_FILE}, {outputs.SUMMARY_FILE}, "
-          f"{outputs.CURVES_FILE}, {outputs.CHECKPOINT_DIR}/, TensorBoard "
-          f"events", flush=True)
+          f"{'  ' + final if final else ''}\n{where}", flush=True)
     return summary
 
   def _evaluate_and_log(self, metrics_log, step, since_eval):

@@ -7,17 +7,25 @@ that holds the logdir (:class:`LogdirLock`). Every file but the TensorBoard
 events is written to a temporary file and renamed over the old one, so a
 kill at any instant leaves the old or the new version, never a torn one.
 See ``docs/runs.md``.
+
+Under multi-worker training only the chief writes the logdir and takes its
+lock; the other workers keep their metrics rows in memory
+(:func:`metrics_log`) and save their checkpoints to a temporary folder
+(:func:`save_checkpoint`), since every worker must take part in a save.
 """
 
 import collections
+import contextlib
 import datetime
 import errno
 import json
 import math
 import os
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 import time
 from typing import Any, Collection, Dict, List, Mapping, Optional, Sequence
 
@@ -65,6 +73,11 @@ class DamagedOutputError(cli.UserError):
 #: the named point (``<point>`` alone: the first time). For tests of
 #: resumption; unset (the default), the points do nothing.
 KILL_AT_ENV = "TF_DISCRETE_KILL_AT"
+#: A folder where non-chief workers of a multi-worker run keep their
+#: checkpoints, in ``<type>-<index>/`` (to compare their weights with the
+#: chief's); unset (the default), they save to a temporary folder deleted
+#: after each save.
+WORKER_CHECKPOINTS_ENV = "TF_DISCRETE_WORKER_CHECKPOINTS"
 #: The points: after a training call, after an evaluation (before its row
 #: is written), after ``metrics.jsonl`` is written to its temporary file
 #: (before the rename), after a checkpoint's files are written (before the
@@ -414,10 +427,11 @@ class MetricsLog:
 
 
 def check_run_config(logdir: str, run_config: Mapping[str, Any],
-                     resumable_keys: Collection[str], resuming: bool):
-  """Writes ``config.json``; when resuming, first checks that only
-  ``resumable_keys`` differ from the stored one (ConfigMismatchError, a
-  ValueError, otherwise)."""
+                     resumable_keys: Collection[str], resuming: bool,
+                     write: bool = True):
+  """Writes ``config.json`` (unless ``write`` is False: a non-chief
+  worker); when resuming, first checks that only ``resumable_keys`` differ
+  from the stored one (ConfigMismatchError, a ValueError, otherwise)."""
   path = os.path.join(logdir, CONFIG_FILE)
   if resuming and os.path.exists(path):
     try:
@@ -436,7 +450,68 @@ def check_run_config(logdir: str, run_config: Mapping[str, Any],
       raise ConfigMismatchError(
           f"{logdir} holds a run with other settings ({diffs}); resume with "
           f"the same flags or use another logdir.")
-  write_json(path, dict(run_config))
+  if write:
+    write_json(path, dict(run_config))
+
+
+class WorkerMetricsLog:
+  """The :class:`MetricsLog` of a non-chief worker: the rows of this
+  session in memory; nothing written (the chief writes the logdir)."""
+
+  def __init__(self):
+    self._rows = []
+
+  def rows(self) -> List[Dict[str, Any]]:
+    return list(self._rows)
+
+  def truncate(self, max_step: int) -> int:
+    before = len(self._rows)
+    self._rows = [r for r in self._rows if r["step"] <= max_step]
+    return before - len(self._rows)
+
+  def write(self, row: Dict[str, Any]):
+    self._rows.append({k: (v if not isinstance(v, float) or math.isfinite(v)
+                           else None) for k, v in row.items()})
+
+
+def metrics_log(logdir: str, chief: bool = True):
+  """A :class:`MetricsLog` of ``logdir`` for the chief (any single-process
+  run), a :class:`WorkerMetricsLog` for another worker."""
+  return MetricsLog(logdir) if chief else WorkerMetricsLog()
+
+
+def logdir_lock(logdir: str, chief: bool = True):
+  """The :class:`LogdirLock` of ``logdir`` for the chief (any
+  single-process run); nothing for another worker, which writes nothing
+  there (a second lock taker would stop the run as in use)."""
+  return LogdirLock(logdir) if chief else contextlib.nullcontext()
+
+
+def save_checkpoint(manager, checkpoint, number: int, *, chief: bool = True,
+                    task: str = "worker", keep: int = 3, **kwargs):
+  """Saves ``checkpoint`` as ``ckpt-<number>``: through ``manager`` on the
+  chief; on another worker of a multi-worker run, the same save into a
+  temporary folder removed right after (TensorFlow's pattern for
+  ``MultiWorkerMirroredStrategy``: saving distributed variables may run
+  collectives, so every worker saves, only the chief's copy is kept), or
+  into ``$TF_DISCRETE_WORKER_CHECKPOINTS/<task>/`` (the newest ``keep``
+  kept) when that is set. ``kwargs`` go to ``CheckpointManager.save``. Returns the chief's path,
+  or the worker's when kept, else None."""
+  if chief:
+    return manager.save(checkpoint_number=number, **kwargs)
+  kept = os.environ.get(WORKER_CHECKPOINTS_ENV, "")
+  if kept:
+    directory = os.path.join(kept, task.replace(":", "-"))
+    return tf.train.CheckpointManager(
+        checkpoint, directory, max_to_keep=keep).save(
+            checkpoint_number=number, **kwargs)
+  directory = tempfile.mkdtemp(prefix="tf_discrete-worker-checkpoint-")
+  try:
+    tf.train.CheckpointManager(checkpoint, directory, max_to_keep=1).save(
+        checkpoint_number=number, **kwargs)
+  finally:
+    shutil.rmtree(directory, ignore_errors=True)
+  return None
 
 
 def plot_curves(rows: Sequence[Mapping[str, Any]], path: str):

@@ -195,7 +195,13 @@ class TrainStep:
     """
     self.order.assign(self.permutation(self.step // self.batches_per_epoch))
 
+    begin_step = getattr(self.model, "begin_step", None)
+
     def body(i, total):
+      if begin_step is not None:
+        # Scheduled estimator options (e.g. an annealed temperature), set
+        # in cross-replica context so every replica reads the same value.
+        begin_step(self.step.read_value())
       estimate = self.strategy.run(self._replica_step,
                                    args=(self.step.read_value(),))
       self.step.assign_add(1)

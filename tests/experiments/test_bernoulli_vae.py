@@ -38,7 +38,7 @@ def tiny_model(num_layers=2, estimator="disarm", latent_dim=3, data_dim=5,
   # Larger weights than the initialization, so gradients are far from 0.
   rng = np.random.RandomState(seed + 1)
   for v in model.trainable_variables:
-    v.assign(rng.randn(*v.shape).astype(np.float32))
+    v.assign(np.asarray(rng.randn(*v.shape), np.float32))
   return model
 
 
@@ -281,6 +281,12 @@ def flag_values(**overrides):
     (dict(grad_type="vimco", decoder_grad="separate_sample"),
      "decoder_grad"),
     (dict(manual_dir="/data"), "do not apply"),
+    (dict(temperature_decay=1e-4), "does not have"),
+    (dict(grad_type="gumbel_softmax", min_temperature=0.5),
+     "needs `temperature_decay`"),
+    (dict(grad_type="gumbel_softmax", temperature=0.4,
+          temperature_decay=1e-4, min_temperature=0.5), "min_temperature"),
+    (dict(control_variate_lr=1e-3), "no.*control variates|has none"),
 ])
 def test_inapplicable_flags_are_errors(overrides, match):
   with pytest.raises(ValueError, match=match):
@@ -294,6 +300,9 @@ def test_inapplicable_flags_are_errors(overrides, match):
          bias_check_repeats=10),
     dict(grad_type="local-disarm", num_pairs=4, estimate_grad_basket=True),
     dict(strategy="tpu", tpu="grpc://1.2.3.4:8470"),
+    dict(grad_type="gumbel_softmax", temperature_decay=1e-4,
+         min_temperature=0.2),
+    dict(grad_type="relax", control_variate_lr=1e-3),
 ])
 def test_applicable_flag_combinations_pass(overrides):
   binary_vae.check_flags(flag_values(**overrides))
@@ -308,6 +317,11 @@ def test_official_spellings_and_num_pairs():
   config = binary_vae.check_flags(flag_values(grad_type="vimco",
                                               num_pairs=2))
   assert config.evaluations == 4
+  config = binary_vae.check_flags(flag_values(grad_type="rodeo",
+                                              num_samples=3))
+  assert (config.estimator, config.evaluations) == ("rodeo", 3)
+  with pytest.raises(ValueError, match="give one"):
+    binary_vae.check_flags(flag_values(num_pairs=1, num_samples=2))
 
 
 def test_cli_reports_inapplicable_flag_before_loading_data():
@@ -427,8 +441,12 @@ def test_every_estimator_takes_a_step(num_layers, estimator):
   grads, estimate = gradient_fn(model, batch(16, 10), False)(
       tf.constant([1, 2]))
   assert np.isfinite(estimate.numpy())
-  optimizers = vae_common.optimizer_fns(binary_vae.default_flag_values())
-  for name, variables in model.parameter_groups().items():
+  groups = model.parameter_groups()
+  optimizers = vae_common.optimizer_fns(
+      binary_vae.default_flag_values(),
+      control_variate=bernoulli.get(estimator).facts.trainable_state)
+  assert set(optimizers) == set(groups)
+  for name, variables in groups.items():
     assert all(np.all(np.isfinite(g)) for g in grads[name]), name
     assert any(np.any(g.numpy() != 0) for g in grads[name]), name
     before = [v.numpy() for v in variables]
@@ -463,22 +481,28 @@ def test_every_estimator_step_compiles_under_xla_four_layers(num_layers,
   check_compiles_and_matches_graph_mode(num_layers, estimator)
 
 
+def check_resume_equals_straight_run(tmp_path, steps, keys, **flags):
+  """Runs ``steps`` steps straight (logdir ``a``) and in two sessions split
+  at ``steps // 2`` (logdir ``b``); asserts the same summary ``keys``."""
+  straight = binary_vae.run(flag_values(
+      num_steps=steps, logdir=str(tmp_path / "a"), **flags))
+  binary_vae.run(flag_values(num_steps=steps // 2,
+                             logdir=str(tmp_path / "b"), **flags))
+  resumed = binary_vae.run(flag_values(num_steps=steps,
+                                       logdir=str(tmp_path / "b"), **flags))
+  assert resumed["session_steps"] == steps - steps // 2
+  for key in keys:
+    np.testing.assert_allclose(resumed[key], straight[key], rtol=1e-5)
+
+
 @pytest.mark.slow
 def test_resumed_run_equals_uninterrupted_run(tmp_path):
   """Same flags, stopped at a checkpoint and restarted: same numbers."""
-  common = dict(num_eval_samples=5, eval_every=50, checkpoint_every=50,
-                num_layers=2, shared_randomness=True,
-                estimate_grad_basket=True)
-  straight = binary_vae.run(flag_values(
-      num_steps=100, logdir=str(tmp_path / "a"), **common))
-  binary_vae.run(flag_values(num_steps=50, logdir=str(tmp_path / "b"),
-                             **common))
-  resumed = binary_vae.run(flag_values(num_steps=100,
-                                       logdir=str(tmp_path / "b"), **common))
-  assert resumed["session_steps"] == 50
-  for key in ("train_elbo", "valid_iwae", "test_iwae", "grad_variance",
-              "grad_variance/rloo"):
-    np.testing.assert_allclose(resumed[key], straight[key], rtol=1e-5)
+  check_resume_equals_straight_run(
+      tmp_path, 100, ("train_elbo", "valid_iwae", "test_iwae",
+                      "grad_variance", "grad_variance/rloo"),
+      num_eval_samples=5, eval_every=50, checkpoint_every=50, num_layers=2,
+      shared_randomness=True, estimate_grad_basket=True)
   assert [r["step"] for r in read_rows(str(tmp_path / "b"))] == [0, 50, 100]
 
 
@@ -502,3 +526,41 @@ print("SUMMARY", json.dumps(binary_vae.run(values)))
   summary = json.loads(result.stdout.split("SUMMARY", 1)[1])
   assert summary["replicas"] == 2 and summary["steps"] == 20
   assert np.isfinite(summary["test_iwae"]) and summary["grad_variance"] > 0
+
+
+def test_annealed_temperature_and_control_variates_resume(tmp_path):
+  """A run with learned control variates and one with an annealed
+  temperature: the control-variate parameters are trained by their own
+  optimizer and checkpointed; the temperature follows its schedule, is
+  logged, and continues across a restart; stopped and resumed equals
+  straight through."""
+  common = dict(num_eval_samples=5, eval_every=20, checkpoint_every=20,
+                log_every=20, batch_size=10)
+  check_resume_equals_straight_run(
+      tmp_path, 40, ("train_elbo", "test_iwae", "grad_variance"),
+      grad_type="relax", encoder_type="nonlinear", control_variate_lr=3e-3,
+      **common)
+  # The checkpoint holds each variable once, under the first path to it:
+  # here its optimizer's list of the variables it trains.
+  reader = tf.train.load_checkpoint(str(tmp_path / "a" / "checkpoints"))
+  initial = bernoulli.get("relax").state_spec([200])["hidden_kernel"]
+  saved = [reader.get_tensor(n) for n, shape in
+           reader.get_variable_to_shape_map().items()
+           if n.startswith("optimizer_control_variate/_trainable_variables/")
+           and list(shape) == list(initial.shape)]
+  assert len(saved) == 1, "control-variate weights missing from the checkpoint"
+  assert not np.allclose(saved[0], initial), "control variate never trained"
+
+  anneal = dict(grad_type="gumbel_softmax", temperature=1.0,
+                temperature_decay=0.01, min_temperature=0.7, **common)
+  binary_vae.run(flag_values(num_steps=20, logdir=str(tmp_path / "c"),
+                             **anneal))
+  binary_vae.run(flag_values(num_steps=60, logdir=str(tmp_path / "c"),
+                             **anneal))
+  temperatures = {r["step"]: r["temperature"]
+                  for r in read_rows(str(tmp_path / "c"))}
+  # Evaluated after the step's update: the value set for the last step.
+  expected = {s: max(0.7, np.exp(-0.01 * max(s - 1, 0)))
+              for s in (0, 20, 40, 60)}
+  for step, value in expected.items():
+    np.testing.assert_allclose(temperatures[step], value, rtol=1e-5)

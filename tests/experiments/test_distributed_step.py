@@ -29,9 +29,10 @@ from experiments.training import distribute
 from tf_discrete import _core, datasets
 
 LR = 0.5
-vae_common.optimizer_fns = lambda values: {
+vae_common.optimizer_fns = lambda values, control_variate=False: {
     g: (lambda: keras.optimizers.SGD(LR))
-    for g in ("encoder", "decoder", "prior")}
+    for g in ("encoder", "decoder", "prior")
+    + (("control_variate",) if control_variate else ())}
 
 
 def trainer(strategy, logdir, estimator):

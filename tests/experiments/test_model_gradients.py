@@ -28,6 +28,7 @@ import tf_discrete
 from experiments.models import bernoulli as bernoulli_model
 from experiments.models import categorical as categorical_model
 from experiments.models import networks
+from experiments.models import estimator_state
 from tf_discrete import bernoulli
 from tf_discrete import categorical
 
@@ -42,12 +43,14 @@ def _unbiased(family):
           if est.facts.unbiased]
 
 
-def _cases(family, cases):
-  """The cases the VAE models run: not the estimators with trainable
-  control-variate state, which the models refuse with a clear error (see
-  test_models_refuse_trainable_state); the layers train those."""
-  return [case for case in cases
-          if not family.get(case[0]).facts.trainable_state]
+def _estimated_variables(model):
+  """The variables whose gradient estimates the objective's: every group
+  but an estimator's control-variate parameters, whose gradient is that of
+  the estimator's variance (tested in test_control_variates_train_in_the_model)."""
+  groups = model.parameter_groups()
+  return [v for name in sorted(groups)
+          if name != estimator_state.CONTROL_VARIATE_GROUP
+          for v in groups[name]]
 
 
 def _flat(grads):
@@ -118,7 +121,7 @@ def _bernoulli_model(estimator, num_layers=1, **kwargs):
       config, np.linspace(0.1, 0.9, 5).astype(np.float32), seed=0)
   rng = np.random.RandomState(1)
   for v in model.trainable_variables:
-    v.assign(0.7 * rng.randn(*v.shape).astype(np.float32))
+    v.assign(np.asarray(0.7 * rng.randn(*v.shape), np.float32))
   return model
 
 
@@ -169,10 +172,13 @@ def exact_bernoulli_objective(model, x, bound_terms):
   return tf.reduce_mean(exact)
 
 
-BERNOULLI_CASES = _cases(bernoulli, [
-    (name, 1) for name in _unbiased(bernoulli)] + [
-        (name, 2) for name in _unbiased(bernoulli)
-        if bernoulli.get(name).facts.estimates is tf_discrete.Estimates.MEAN])
+# Two stochastic layers for estimators of E_q[f] whose objective need not be
+# differentiable in the samples (the layers below are re-sampled by
+# thresholding).
+BERNOULLI_CASES = [(name, 1) for name in _unbiased(bernoulli)] + [
+    (name, 2) for name in _unbiased(bernoulli)
+    if bernoulli.get(name).facts.estimates is tf_discrete.Estimates.MEAN
+    and not bernoulli.get(name).facts.needs_objective_gradient]
 
 
 @pytest.mark.parametrize("estimator,num_layers", BERNOULLI_CASES)
@@ -182,7 +188,7 @@ def test_bernoulli_vae_gradient_is_exact(estimator, num_layers):
   x = _bernoulli_batch()
   evaluations = est.evaluations(None, [3])
   terms = est.facts.bound_terms(evaluations)
-  variables = model.trainable_variables
+  variables = _estimated_variables(model)
   with tf.GradientTape() as tape:
     exact = exact_bernoulli_objective(model, x, terms)
   exact_grad = _flat(tape.gradient(exact, variables)).numpy()
@@ -196,14 +202,17 @@ def test_bernoulli_vae_gradient_is_exact(estimator, num_layers):
 
 
 def _categorical_model(estimator, decoder_grad):
+  # An objective differentiable in its samples needs the one-hot decoder
+  # input.
   config = categorical_model.CategoricalVAEConfig(
       estimator=estimator, encoder_type="linear", num_variables=2,
-      num_categories=4, data_dim=6, decoder_grad=decoder_grad)
+      num_categories=4, data_dim=6, decoder_grad=decoder_grad,
+      one_hot=categorical.get(estimator).facts.needs_objective_gradient)
   model = categorical_model.CategoricalVAE(config,
                                            np.full(6, 0.4, np.float32), seed=1)
   rng = np.random.RandomState(2)
   for v in model.trainable_variables:
-    v.assign(0.7 * rng.randn(*v.shape).astype(np.float32))
+    v.assign(np.asarray(0.7 * rng.randn(*v.shape), np.float32))
   return model
 
 
@@ -216,9 +225,13 @@ def exact_categorical_elbo(model, x):
   return tf.reduce_mean(tf.reduce_sum(q * model.elbo(x, z, logits), 0))
 
 
-CATEGORICAL_CASES = _cases(categorical, [
+# The separate-sample decoder gradient stops the objective's gradient in the
+# samples, which some estimators need.
+CATEGORICAL_CASES = [
     (name, grad) for name in _unbiased(categorical)
-    for grad in networks.DECODER_GRADS])
+    for grad in networks.DECODER_GRADS
+    if grad == networks.ESTIMATOR_SAMPLES
+    or not categorical.get(name).facts.needs_objective_gradient]
 
 
 @pytest.mark.parametrize("estimator,decoder_grad", CATEGORICAL_CASES)
@@ -226,8 +239,7 @@ def test_categorical_vae_gradient_is_exact(estimator, decoder_grad):
   model = _categorical_model(estimator, decoder_grad)
   rng = np.random.RandomState(0)
   x = tf.constant((rng.rand(2, 6) < 0.5).astype(np.float32))
-  groups = model.parameter_groups()
-  variables = [v for k in sorted(groups) for v in groups[k]]
+  variables = _estimated_variables(model)
   with tf.GradientTape() as tape:
     exact = exact_categorical_elbo(model, x)
   exact_grad = _flat(tape.gradient(exact, variables)).numpy()
@@ -236,9 +248,75 @@ def test_categorical_vae_gradient_is_exact(estimator, decoder_grad):
   _check(exact_grad, sampler)
 
 
-@pytest.mark.parametrize("estimator", [
-    name for name, est in bernoulli.REGISTRY.items()
-    if est.facts.trainable_state])
-def test_models_refuse_trainable_state(estimator):
-  with pytest.raises(ValueError, match="control-variate"):
-    _bernoulli_model(estimator)
+
+
+# --------------------------------------------------------------------------
+# Learned control variates inside the models.
+
+CONTROL_VARIATE_CASES = [
+    (family, name) for family in (bernoulli, categorical)
+    for name, est in family.REGISTRY.items() if est.facts.trainable_state]
+
+
+def _control_variate_model(family, estimator):
+  if family is bernoulli:
+    model = _bernoulli_model(estimator)
+    return model, _bernoulli_batch()
+  model = _categorical_model(estimator, networks.ESTIMATOR_SAMPLES)
+  rng = np.random.RandomState(0)
+  return model, tf.constant((rng.rand(2, 6) < 0.5).astype(np.float32))
+
+
+def _encoder_variance(model, x, seeds=400):
+  """Summed variance of the encoder gradient over ``seeds`` seeds."""
+  encoder = model.parameter_groups()["encoder"]
+  size = sum(int(np.prod(v.shape)) for v in encoder)
+
+  @tf.function(jit_compile=True)
+  def moments():
+    def body(i, s1, s2):
+      with tf.GradientTape() as tape:
+        surrogate = model.training_objective(x, tf.stack([7, i]))[0]
+      g = _flat(tape.gradient(surrogate, encoder))
+      return i + 1, s1 + g, s2 + g * g
+
+    _, s1, s2 = tf.while_loop(lambda i, *_: i < seeds, body,
+                              (0, tf.zeros([size]), tf.zeros([size])))
+    return s1 / seeds, s2 / seeds
+
+  mean, mean2 = (t.numpy().astype(np.float64) for t in moments())
+  return float(np.sum(mean2 - mean**2))
+
+
+@pytest.mark.parametrize("family,estimator", CONTROL_VARIATE_CASES,
+                         ids=lambda v: getattr(v, "__name__", v))
+def test_control_variates_train_in_the_model(family, estimator):
+  """The model holds the estimator's control-variate parameters as their own
+  parameter group; descending their gradient (what the training loop's
+  optimizer does) lowers the encoder gradient's variance, and the model's
+  gradient stays exact (tested above, with random control-variate values)."""
+  model, x = _control_variate_model(family, estimator)
+  groups = model.parameter_groups()
+  control = groups[estimator_state.CONTROL_VARIATE_GROUP]
+  assert control and all(v.trainable for v in control)
+  # The estimator's state is the model's, by identity.
+  assert {id(v) for v in control} == {
+      id(v) for v in model.estimator_state.control_variate_variables}
+  before = _encoder_variance(model, x)
+  optimizer = tf.keras.optimizers.Adam(1e-2, beta_1=0.999)
+
+  optimizer.build(control)
+
+  @tf.function(jit_compile=True)
+  def train(steps):
+    def body(i):
+      with tf.GradientTape() as tape:
+        loss = -model.training_objective(x, tf.stack([3, i]))[0]
+      optimizer.apply(tape.gradient(loss, control), control)
+      return (i + 1,)
+
+    tf.while_loop(lambda i: i < steps, body, (0,))
+
+  train(300)
+  after = _encoder_variance(model, x)
+  assert after < 0.9 * before, (before, after)

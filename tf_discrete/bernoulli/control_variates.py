@@ -1,13 +1,23 @@
-r"""Learned control variates for Bernoulli latents: REBAR and RELAX.
+r"""Learned control variates for Bernoulli latents: REBAR, RELAX, double
+control variates and RODEO.
 
-Both are unbiased for :math:`\nabla_\theta \mathbb{E}_q[f(b)]`, need the
-objective's gradient with respect to its samples
-(``facts.needs_objective_gradient``) and carry control-variate parameters
-trained to minimise the estimator's variance (``facts.trainable_state``).
+All four are unbiased for :math:`\nabla_\theta \mathbb{E}_q[f(b)]` for every
+value of their control-variate parameters, need the objective's gradient
+with respect to its samples (``facts.needs_objective_gradient``) and carry
+control-variate parameters trained to minimise the estimator's variance
+(``facts.trainable_state``). Two kinds:
 
-Noise and relaxation. One open uniform per unit gives the logistic noise
-:math:`L = \log(1-u) - \log u`, the perturbed logit :math:`z = \theta + L`
-and the hard sample :math:`b = H(z) = 1[z > 0] \sim
+* ``rebar``, ``relax``: one hard sample and the concrete relaxation of its
+  noise as control variate (below);
+* ``double_cv``, ``rodeo``: K >= 2 independent samples, the leave-one-out
+  baseline of ``rloo`` (the same samples at the same seed), and control
+  variates built from the objective's values and sample gradients at the
+  other samples, so they cost no evaluation beyond RLOO's K (their class
+  docstrings give the formulas).
+
+Noise and relaxation (REBAR, RELAX). One open uniform per unit gives the
+logistic noise :math:`L = \log(1-u) - \log u`, the perturbed logit :math:`z
+= \theta + L` and the hard sample :math:`b = H(z) = 1[z > 0] \sim
 \mathrm{Bernoulli}(\sigma(\theta))`. :math:`\tilde z` is drawn from
 :math:`z \mid b` (logistic(:math:`\theta`) truncated to the side of b, by
 inverse CDF at a fresh uniform :math:`v`,
@@ -33,13 +43,16 @@ at the relaxed sample) times :math:`\sigma'(z/\tau)/\tau` times
 z/\partial\theta`). A direct dependence of f on the logits (an ELBO's
 :math:`-\log q`) is differentiated pathwise at the hard sample only.
 
-Evaluations. ``num_samples`` = S >= 3 objective evaluations, made in ONE
-batched call on ``[b, σ_τ(z), σ_τ(z̃_1), ..., σ_τ(z̃_{S-2})]`` stacked on
-the leading axis: the hard sample, its relaxation, and S - 2 conditional
-relaxations whose terms are averaged (S = 3, the default, is the papers'
-estimator; more conditional draws reduce the variance of the
-:math:`\mathbb{E}[c(\tilde z) \mid b]` part). The returned value is
-:math:`f(b)` (its pathwise gradient reaches the objective's variables).
+Evaluations. ``rebar``, ``relax``: ``num_samples`` = S >= 3 objective
+evaluations, made in ONE batched call on ``[b, σ_τ(z), σ_τ(z̃_1), ...,
+σ_τ(z̃_{S-2})]`` stacked on the leading axis: the hard sample, its
+relaxation, and S - 2 conditional relaxations whose terms are averaged (S =
+3, the default, is the papers' estimator; more conditional draws reduce the
+variance of the :math:`\mathbb{E}[c(\tilde z) \mid b]` part). The returned
+value is :math:`f(b)` (its pathwise gradient reaches the objective's
+variables). ``double_cv``, ``rodeo``: ``num_samples`` = K >= 2 (default 2),
+one batched call on the K hard samples; the returned value is the mean of
+f over them.
 
 State. The control-variate parameters belong to the caller and come in
 through the option ``control_variate``: a mapping (or a ``tf.Module`` with
@@ -57,12 +70,16 @@ tensors receive (attached with ``tf.custom_gradient``, so one
 
 with :math:`u_i` the upstream gradient of batch element i: the gradient of
 a single-sample estimate of the summed variance of the logits gradient
-(:math:`\mathbb{E}[\hat g]` does not depend on :math:`\phi`), as REBAR and
-RELAX train their control variates. It needs second derivatives of the
-objective with respect to its samples. An optimizer step that minimises the
-loss thus minimises this variance for the state's variables.
+(:math:`\mathbb{E}[\hat g]` does not depend on :math:`\phi`), as all four
+papers train their control variates. For REBAR and RELAX it needs second
+derivatives of the objective with respect to its samples (the relaxed
+samples depend on :math:`\tau`); for double CV and RODEO the objective's
+values and sample gradients do not depend on the state. An optimizer step
+that minimises the loss thus minimises this variance for the state's
+variables.
 """
 
+import contextlib
 import dataclasses
 import math
 from typing import Dict, Mapping
@@ -84,6 +101,10 @@ from tf_discrete.facts import Option
 INITIAL_TEMPERATURE = 0.5
 #: Hidden units of RELAX's network r_psi.
 RELAX_HIDDEN_UNITS = 16
+#: Hidden units of RODEO's control network (the reference code's 100).
+RODEO_HIDDEN_UNITS = 100
+#: Negative slope of the leaky ReLU of RODEO's control network.
+RODEO_LEAKY_SLOPE = 0.3
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,15 +150,51 @@ def _state_option(names) -> Option:
       "make_state); None: its initial values, fixed")
 
 
-class _LearnedControlVariate(_core.Estimator):
-  """Shared REBAR / RELAX machinery; subclasses define the surrogate r."""
+def attach_variance_gradient(value: tf.Tensor, grad: tf.Tensor, phi,
+                             state_tape: tf.GradientTape) -> tf.Tensor:
+  r"""``value`` whose backprop also sends :math:`\nabla_\phi \sum (u\,\hat
+  g)^2` to the state tensors ``phi``.
+
+  Args:
+    value: ``[*batch]`` estimate (its own gradients already attached).
+    grad: :math:`\hat g`, ``[*batch, *event]``, computed from ``phi`` under
+      the persistent ``state_tape``.
+    phi: the state tensors, watched by ``state_tape``.
+    state_tape: a persistent tape that recorded ``grad``.
+
+  Returns:
+    ``value`` unchanged; its upstream gradient u (one per batch element,
+    broadcast over the event axes) passes through to whatever ``value``
+    depends on, and the state tensors get :math:`\nabla_\phi \sum (u\,\hat
+    g)^2`.
+  """
+  event_rank = grad.shape.rank - value.shape.rank
+
+  @tf.custom_gradient
+  def attach(value_in, *state_in):
+    del state_in
+
+    def backward(upstream):
+      u = tf.cast(upstream, grad.dtype)
+      u = tf.reshape(u, tf.concat([tf.shape(u), [1] * event_rank], 0))
+      return [upstream] + state_tape.gradient(
+          grad, phi, output_gradients=2.0 * tf.square(u) * grad,
+          unconnected_gradients=tf.UnconnectedGradients.ZERO)
+
+    return tf.identity(value_in), backward
+
+  return attach(value, *phi)
+
+
+class _TrainableState(_core.Estimator):
+  """An estimator whose control variate has trainable state: the state's
+  spec and variables, their validation, one evaluation under a tape that
+  records the state, and the attached variance gradient. Subclasses define
+  :meth:`state_spec` and :meth:`evaluate_and_estimate`."""
 
   def state_spec(self, event_shape) -> Dict[str, np.ndarray]:
     """Initial values (float32 arrays) of the state tensors, by name."""
-    del event_shape
-    return {"eta": np.array(1.0, np.float32),
-            "log_temperature": np.array(math.log(INITIAL_TEMPERATURE),
-                                        np.float32)}
+    raise NotImplementedError
 
   def make_state(self, event_shape, dtype=tf.float32) -> tf.Module:
     """A ``tf.Module`` of fresh trainable variables, one per name of
@@ -147,25 +204,6 @@ class _LearnedControlVariate(_core.Estimator):
     for name, value in self.state_spec(list(event_shape)).items():
       setattr(module, name, tf.Variable(tf.cast(value, dtype), name=name))
     return module
-
-  def surrogate(self, state, relaxed):
-    """r(relaxed) ``[S', *batch]`` for relaxed samples ``[S', *batch, D]``
-    (work dtype); None for no surrogate."""
-    del state, relaxed
-    return None
-
-  def sample(self, logits, num_samples, seed, control_variate):
-    del control_variate
-    theta = tf.cast(logits, _common.work_dtype(logits.dtype))
-    logistic_seed, conditional_seed = _core.split_seed(seed, 2)
-    shape = tf.shape(theta)
-    logistic = _common.logistic_noise(tf.concat([[1], shape], 0),
-                                      logistic_seed, theta.dtype)
-    conditional = _common.open_uniform(
-        tf.concat([[num_samples - 2], shape], 0), conditional_seed,
-        theta.dtype)
-    hard = _common.hard_threshold(theta + logistic, logits.dtype)
-    return _core.Draw(hard, ControlVariateNoise(logistic, conditional))
 
   def gradient(self, values, draw, logits, control_variate):
     del values, draw, logits, control_variate
@@ -190,14 +228,85 @@ class _LearnedControlVariate(_core.Estimator):
       tensors[name] = tensor
     return tensors, True
 
+  def evaluate_and_estimate(self, objective, theta, draw, expected_shape,
+                            state, dtype):
+    """Calls the objective once and computes the gradient estimate.
+
+    Runs under the tape that records the state, so everything computed
+    from ``state`` is differentiable in it.
+
+    Args:
+      objective: the caller's objective.
+      theta: ``[*batch, D]`` logits (work dtype, gradient stopped).
+      draw: from :meth:`sample`.
+      expected_shape: ``[S, *batch]``, the objective's output shape.
+      state: the state tensors by name (work dtype).
+      dtype: the logits' dtype (of the objective's samples and values).
+
+    Returns:
+      ``(values, grad)``: the objective values (dtype ``dtype``, pathwise
+      gradients kept) whose mean is the returned estimate, and the
+      estimate :math:`\\hat g` ``[*batch, D]`` (work dtype).
+    """
+    raise NotImplementedError
+
   def estimate_with_state(self, objective, logits, draw, expected_shape,
                           control_variate):
     dtype = logits.dtype
     work = _common.work_dtype(dtype)
-    event_shape = logits.shape[-1:].as_list()
     theta = tf.stop_gradient(tf.cast(logits, work))
+    state, trainable = self._state_tensors(control_variate,
+                                           logits.shape[-1:].as_list())
+    phi = list(state.values())
+    state_tape = tf.GradientTape(persistent=True,
+                                 watch_accessed_variables=False)
+    # A constant state (the initial values) has no gradient to record.
+    with state_tape if trainable else contextlib.nullcontext():
+      if trainable:
+        state_tape.watch(phi)
+      params = {n: tf.cast(t, work) for n, t in state.items()}
+      values, grad = self.evaluate_and_estimate(
+          objective, theta, draw, expected_shape, params, dtype)
+    value = _core.attach_gradient(self.value(values, draw), logits,
+                                  tf.cast(grad, dtype))
+    if not trainable:
+      return value
+    return attach_variance_gradient(value, grad, phi, state_tape)
+
+
+class _LearnedControlVariate(_TrainableState):
+  """Shared REBAR / RELAX machinery; subclasses define the surrogate r."""
+
+  def state_spec(self, event_shape) -> Dict[str, np.ndarray]:
+    """Initial values (float32 arrays) of the state tensors, by name."""
+    del event_shape
+    return {"eta": np.array(1.0, np.float32),
+            "log_temperature": np.array(math.log(INITIAL_TEMPERATURE),
+                                        np.float32)}
+
+  def surrogate(self, state, relaxed):
+    """r(relaxed) ``[S', *batch]`` for relaxed samples ``[S', *batch, D]``
+    (work dtype); None for no surrogate."""
+    del state, relaxed
+    return None
+
+  def sample(self, logits, num_samples, seed, control_variate):
+    del control_variate
+    theta = tf.cast(logits, _common.work_dtype(logits.dtype))
+    logistic_seed, conditional_seed = _core.split_seed(seed, 2)
+    shape = tf.shape(theta)
+    logistic = _common.logistic_noise(tf.concat([[1], shape], 0),
+                                      logistic_seed, theta.dtype)
+    conditional = _common.open_uniform(
+        tf.concat([[num_samples - 2], shape], 0), conditional_seed,
+        theta.dtype)
+    hard = _common.hard_threshold(theta + logistic, logits.dtype)
+    return _core.Draw(hard, ControlVariateNoise(logistic, conditional))
+
+  def evaluate_and_estimate(self, objective, theta, draw, expected_shape,
+                            state, dtype):
     noise = draw.noise
-    hard = tf.cast(draw.samples, work)  # [1, *batch, D]
+    hard = tf.cast(draw.samples, theta.dtype)  # [1, *batch, D]
     z = theta + noise.logistic
     # z~ | b and its derivative w.r.t. theta (v and b held); elementwise.
     theta_full = tf.broadcast_to(theta, tf.shape(noise.conditional))
@@ -206,54 +315,64 @@ class _LearnedControlVariate(_core.Estimator):
       z_tilde = _common.conditional_perturbed_logits(theta_full, hard,
                                                      noise.conditional)
     dz_tilde = tape.gradient(z_tilde, theta_full)
-    state, trainable = self._state_tensors(control_variate, event_shape)
-    phi = list(state.values())
-    with tf.GradientTape(persistent=True,
-                         watch_accessed_variables=False) as state_tape:
-      state_tape.watch(phi)
-      params = {n: tf.cast(t, work) for n, t in state.items()}
-      eta = params["eta"]
-      tau = tf.exp(params["log_temperature"])
-      relaxed = tf.concat([relaxed_sigmoid(z / tau),
-                           relaxed_sigmoid(z_tilde / tau)], 0)
-      samples = tf.concat([tf.cast(hard, dtype), tf.cast(relaxed, dtype)], 0)
-      values, sample_grad = _core.evaluate_with_sample_gradient(
-          objective, samples, expected_shape, dtype, self.name)
-      f = tf.cast(values, work)
-      df = tf.cast(sample_grad, work)
-      c = eta * f[1:]  # c(z), c(z~_m): [S - 1, *batch]
-      dc = eta * df[1:]  # their gradients w.r.t. the relaxed samples
-      with tf.GradientTape(watch_accessed_variables=False) as tape:
-        tape.watch(relaxed)
-        r = self.surrogate(params, relaxed)
-      if r is not None:
-        c += r
-        dc += tape.gradient(r, relaxed)
-      jacobian_z = sigmoid_derivative(z[0] / tau) / tau
-      jacobian_tilde = sigmoid_derivative(z_tilde / tau) / tau * dz_tilde
-      score = hard[0] - tf.sigmoid(theta)
-      grad = ((f[0] - tf.reduce_mean(c[1:], 0))[..., tf.newaxis] * score
+    eta = state["eta"]
+    tau = tf.exp(state["log_temperature"])
+    relaxed = tf.concat([relaxed_sigmoid(z / tau),
+                         relaxed_sigmoid(z_tilde / tau)], 0)
+    samples = tf.concat([draw.samples, tf.cast(relaxed, dtype)], 0)
+    values, sample_grad = _core.evaluate_with_sample_gradient(
+        objective, samples, expected_shape, dtype, self.name)
+    f = tf.cast(values, theta.dtype)
+    c = eta * f[1:]  # c(z), c(z~_m): [S - 1, *batch]
+    dc = eta * tf.cast(sample_grad, theta.dtype)[1:]  # w.r.t. the relaxed
+    with tf.GradientTape(watch_accessed_variables=False) as tape:
+      tape.watch(relaxed)
+      r = self.surrogate(state, relaxed)
+    if r is not None:
+      c += r
+      dc += tape.gradient(r, relaxed)
+    jacobian_z = sigmoid_derivative(z[0] / tau) / tau
+    jacobian_tilde = sigmoid_derivative(z_tilde / tau) / tau * dz_tilde
+    score = hard[0] - tf.sigmoid(theta)
+    dtheta = ((f[0] - tf.reduce_mean(c[1:], 0))[..., tf.newaxis] * score
               + dc[0] * jacobian_z
               - tf.reduce_mean(dc[1:] * jacobian_tilde, 0))
-    value = _core.attach_gradient(self.value(values[:1], draw), logits,
-                                  tf.cast(grad, dtype))
-    if not trainable:
-      return value
+    return values[:1], dtheta
 
-    @tf.custom_gradient
-    def variance_gradient(value, *state_in):
-      del state_in
 
-      def backward(upstream):
-        weight = 2.0 * tf.square(tf.cast(upstream, work))[..., tf.newaxis]
-        d_state = state_tape.gradient(
-            grad, phi, output_gradients=weight * grad,
-            unconnected_gradients=tf.UnconnectedGradients.ZERO)
-        return [upstream] + d_state
+class _SampleGradientControlVariate(_TrainableState,
+                                    _common.IndependentSamples):
+  """Double CV / RODEO machinery: K independent samples (``rloo``'s at the
+  same seed), f and its sample gradient at them from one batched call;
+  subclasses define :meth:`combine`."""
 
-      return tf.identity(value), backward
+  def sample(self, logits, num_samples, seed, control_variate):
+    del control_variate
+    return super().sample(logits, num_samples, seed)
 
-    return variance_gradient(value, *phi)
+  def combine(self, f, grad_f, samples, theta, state):
+    """The gradient estimate ``[*batch, D]`` from the values ``f`` ``[K,
+    *batch]``, their sample gradients ``grad_f`` and the ``samples`` ``[K,
+    *batch, D]`` (all work dtype, constant), the logits and the state."""
+    raise NotImplementedError
+
+  def evaluate_and_estimate(self, objective, theta, draw, expected_shape,
+                            state, dtype):
+    values, sample_grad = _core.evaluate_with_sample_gradient(
+        objective, draw.samples, expected_shape, dtype, self.name)
+    work = theta.dtype
+    return values, self.combine(
+        tf.stop_gradient(tf.cast(values, work)),
+        tf.stop_gradient(tf.cast(sample_grad, work)),
+        tf.cast(draw.samples, work), theta, state)
+
+
+def _leave_one_out_score(values, baselines, score):
+  r""":math:`\frac1K \sum_k \big(v_k - \frac{1}{K-1}\sum_{j \ne k}
+  c_j\big)\,s_k`: RLOO's term with the learning signals ``values`` ``[K,
+  *batch]`` and the baseline terms ``baselines`` (``values`` for RLOO)."""
+  signal = values - _core.leave_one_out_mean(baselines)
+  return tf.reduce_mean(signal[..., tf.newaxis] * score, axis=0)
 
 
 _PAPERS = {"rebar": "Tucker et al. 2017", "relax": "Grathwohl et al. 2018"}
@@ -337,3 +456,178 @@ class Relax(_LearnedControlVariate):
                                   [[-1], [0]]) + state["hidden_bias"])
     return (tf.tensordot(hidden, state["output_kernel"], [[-1], [0]])
             + state["output_bias"])
+
+
+@REGISTRY.register
+class DoubleControlVariate(_SampleGradientControlVariate):
+  r"""Double control variates: RLOO plus a Taylor-expansion control variate.
+
+  With :math:`s_k = b_k - \sigma(\theta)`, :math:`\nabla f_k = \nabla_b
+  f(b_k)`, the leave-one-out gradient :math:`\bar g_{-k} = \frac{1}{K-1}
+  \sum_{j \neq k} \nabla f_j` and the mean gradient :math:`\bar g =
+  \frac1K \sum_k \nabla f_k`:
+
+  .. math:: F_k = f(b_k) - \alpha\,\bar g_{-k}^\top s_k,
+
+  .. math:: \hat g = \frac1K \sum_k \Big(F_k - \frac{1}{K-1} \sum_{j \neq k}
+     F_j\Big)\, s_k + \alpha\,\bar g \odot \sigma(\theta)\sigma(-\theta).
+
+  :math:`\bar g_{-k}^\top s_k` is the first-order Taylor expansion of f
+  around the mean :math:`\sigma(\theta)` (less its constant), with the
+  gradient at the mean replaced by the average gradient at the other
+  samples, so no evaluation at the mean is needed; it is the second
+  control variate, applied to the learning signal and to the leave-one-out
+  baseline alike, and the last term adds back its expectation
+  :math:`\mathbb{E}[\bar g_{-k}^\top s_k\, s_k] = \mathbb{E}[\nabla f]
+  \odot \sigma(\theta)\sigma(-\theta)`, estimated by :math:`\bar g`.
+  Trainable state (option ``control_variate``): the scalar ``alpha``
+  (initially 0, as in the reference code: the untrained estimator is
+  RLOO), trained on the gradient of the single-sample variance estimate
+  :math:`\sum (u\,\hat g)^2`.
+
+  Cost: K >= 2 evaluations (default 2), one batched call on the K samples
+  (the same as ``rloo``'s at the same seed), plus the objective's
+  gradient with respect to them. Bias: none, for every value of alpha (the
+  baseline of sample k and :math:`\bar g_{-k}` do not depend on
+  :math:`b_k`). The objective must be differentiable in its samples.
+  Titsias & Shi, "Double control variates for gradient estimation in
+  discrete latent variable models", AISTATS 2022.
+  """
+  name = "double_cv"
+  facts = Facts(estimates=Estimates.MEAN, cost=Cost(default=2, minimum=2),
+                unbiased=True, needs_objective_gradient=True,
+                trainable_state=True,
+                options=(_state_option(("alpha",)),),
+                paper="Titsias & Shi 2022")
+
+  def state_spec(self, event_shape):
+    del event_shape
+    return {"alpha": np.array(0.0, np.float32)}
+
+  def combine(self, f, grad_f, samples, theta, state):
+    alpha = state["alpha"]
+    score = _common.score(samples, theta)
+    taylor = tf.reduce_sum(_core.leave_one_out_mean(grad_f) * score, -1)
+    adjusted = f - alpha * taylor
+    return (_leave_one_out_score(adjusted, adjusted, score)
+            + alpha * tf.reduce_mean(grad_f, 0) * sigmoid_derivative(theta))
+
+
+@REGISTRY.register
+class Rodeo(_SampleGradientControlVariate):
+  r"""RODEO: RLOO with control variates from a discrete Stein operator.
+
+  The Stein operator of the random-scan Gibbs sampler of q (pick a unit i
+  uniformly, redraw it from :math:`q(x_i)`),
+
+  .. math:: (\mathcal{A} h)(x) = \frac1D \sum_{i=1}^D q(\neg x_i)\,
+     \big(h(x^{(i)}) - h(x)\big), \qquad q(\neg x_i) = \sigma((1 - 2x_i)
+     \theta_i),
+
+  (:math:`x^{(i)}`: x with unit i flipped) has :math:`\mathbb{E}_q[
+  (\mathcal{A} h)(x)] = 0` for every h. With :math:`s(x) = x -
+  \sigma(\theta)`, the control network :math:`N(t, v) = W_2^\top
+  \mathrm{LeakyReLU}_{0.3}(w_t t + w_v v + c_1) + c_2 \in \mathbb{R}^2`
+  and the surrogate inputs of the other samples (the first-order Taylor
+  expansion of f around :math:`b_j`, less its constant, and :math:`f(b_j)`)
+
+  .. math:: (h_k, \tilde h_k)(x) = \frac{1}{K-1} \sum_{j \neq k}
+     N\big(\nabla f(b_j)^\top (x - b_j),\ f(b_j)\big),
+     \qquad H_k(x) = \tilde h_k(x)\, s(x),
+
+  the estimator is
+
+  .. math:: \hat g = \frac1K \sum_k \Big[\Big(f(b_k) - \frac{1}{K-1}
+     \sum_{j \neq k} \big(f(b_j) + \alpha\,(\mathcal{A} h_j)(b_j)\big)\Big)
+     s(b_k) + \beta\,(\mathcal{A} H_k)(b_k)\Big].
+
+  The paper's two forms: for K = 2 the control functions of a sample come
+  from the one other sample; for K >= 3 the network's outputs are averaged
+  over the K - 1 others (the reference code's output averaging). Both
+  Stein terms have zero mean given the other samples, as :math:`h_j,
+  H_k` do not depend on :math:`b_j, b_k`: the estimator is RLOO plus
+  zero-mean control variates. Evaluating :math:`\mathcal{A}` needs the
+  network at the D neighbours of each sample, not the objective.
+
+  Trainable state (option ``control_variate``): the scalars ``alpha`` and
+  ``beta`` (initially 0, as in the reference code: the untrained estimator
+  is RLOO), ``hidden_kernel`` ``[2, 100]`` (rows :math:`w_t, w_v`),
+  ``hidden_bias`` ``[100]``, ``output_kernel`` ``[100, 2]``,
+  ``output_bias`` ``[2]`` (kernels Glorot-uniform with fixed pseudo-random
+  values, biases zero); all trained on the gradient of the single-sample
+  variance estimate :math:`\sum (u\,\hat g)^2`.
+
+  Cost: K >= 2 evaluations (default 2), one batched call on the K samples
+  (the same as ``rloo``'s at the same seed), plus the objective's gradient
+  with respect to them; the network runs on K(K - 1)(D + 1) inputs per
+  batch element. Bias: none, for every value of the state. The objective
+  must be differentiable in its samples. Shi, Zhou, Hwang, Titsias, Mackey,
+  "Gradient estimation with discrete Stein operators", NeurIPS 2022.
+  """
+  name = "rodeo"
+  facts = Facts(estimates=Estimates.MEAN, cost=Cost(default=2, minimum=2),
+                unbiased=True, needs_objective_gradient=True,
+                trainable_state=True,
+                options=(_state_option(
+                    ("alpha", "beta", "hidden_kernel", "hidden_bias",
+                     "output_kernel", "output_bias")),),
+                paper="Shi et al. 2022")
+
+  def state_spec(self, event_shape):
+    del event_shape
+    rng = np.random.RandomState(0)
+
+    def glorot(fan_in, fan_out):
+      limit = math.sqrt(6.0 / (fan_in + fan_out))
+      return rng.uniform(-limit, limit, [fan_in, fan_out]).astype(np.float32)
+
+    units = RODEO_HIDDEN_UNITS
+    # Each input row as its own one-input dense layer (the reference's).
+    hidden_kernel = np.concatenate([glorot(1, units), glorot(1, units)])
+    return {"alpha": np.array(0.0, np.float32),
+            "beta": np.array(0.0, np.float32),
+            "hidden_kernel": hidden_kernel,
+            "hidden_bias": np.zeros([units], np.float32),
+            "output_kernel": glorot(units, 2),
+            "output_bias": np.zeros([2], np.float32)}
+
+  def control_network(self, state, linear, value):
+    """N(t, v) ``[..., 2]`` for inputs t ``[...]`` and v (broadcast to
+    t's shape)."""
+    # One product with the bias folded in: the hidden layer is the largest
+    # tensor of the estimator, and the fewer copies of it the better.
+    inputs = tf.stack([linear, tf.broadcast_to(value, tf.shape(linear)),
+                       tf.ones_like(linear)], -1)
+    kernel = tf.concat([state["hidden_kernel"],
+                        state["hidden_bias"][tf.newaxis]], 0)
+    hidden = tf.nn.leaky_relu(tf.tensordot(inputs, kernel, [[-1], [0]]),
+                              alpha=RODEO_LEAKY_SLOPE)
+    return (tf.tensordot(hidden, state["output_kernel"], [[-1], [0]])
+            + state["output_bias"])
+
+  def combine(self, f, grad_f, samples, theta, state):
+    k = samples.shape[0]
+    # others[k]: the indices j != k, so row k gathers the other samples.
+    others = np.array([[j for j in range(k) if j != i] for i in range(k)])
+    grad_o, samples_o, f_o = (tf.gather(t, others)
+                              for t in (grad_f, samples, f))  # [K, K-1, ...]
+    flip = 1.0 - 2.0 * samples  # x^(i) - x, along unit i
+    # Taylor inputs at x = b_k ([..., 0]) and its D neighbours ([..., 1:]).
+    at_x = tf.reduce_sum(grad_o * (samples[:, tf.newaxis] - samples_o), -1)
+    linear = tf.concat([at_x[..., tf.newaxis],
+                        at_x[..., tf.newaxis] + grad_o * flip[:, tf.newaxis]],
+                       -1)  # [K, K-1, *batch, D+1]
+    h = tf.reduce_mean(
+        self.control_network(state, linear, f_o[..., tf.newaxis]), 1)
+    h_x, h_neighbours = h[..., :1, :], h[..., 1:, :]  # [K, *batch, ., 2]
+    weight = tf.sigmoid(flip * theta)  # q(not x_i)
+    difference = weight * (h_neighbours - h_x)[..., 0]  # [K, *batch, D]
+    stein_baseline = tf.reduce_mean(difference, -1)  # (A h_k)(b_k)
+    score = _common.score(samples, theta)
+    # (A H_k)(b_k)_d: every flip changes h~, only the flip of d changes s_d.
+    d_tilde = weight * (h_neighbours - h_x)[..., 1]
+    stein_score = (score * tf.reduce_sum(d_tilde, -1, keepdims=True)
+                   + weight * h_neighbours[..., 1] * flip) / samples.shape[-1]
+    return (_leave_one_out_score(f, f + state["alpha"] * stein_baseline,
+                                 score)
+            + state["beta"] * tf.reduce_mean(stein_score, 0))

@@ -17,7 +17,8 @@ The formula of each is in its class docstring (``help(get(name))``).
 Module layout: :mod:`._common` (registry, noise, the independent sampling
 scheme, shape tools), :mod:`.score_function` (REINFORCE, RLOO),
 :mod:`.arsm` (AR, ARS, ARSM, ARS+, ARSM+), :mod:`.coupled` (DisARM-SB,
--Tree, -IW).
+-Tree, -IW), :mod:`.control_variates` (REBAR, RELAX: learned control
+variates with trainable state).
 """
 
 import itertools
@@ -28,6 +29,7 @@ import tensorflow as tf
 from tf_discrete import _core
 from tf_discrete.categorical import _common
 from tf_discrete.categorical import arsm  # Registers its estimators.
+from tf_discrete.categorical import control_variates  # Registers rebar, relax.
 from tf_discrete.categorical import coupled  # Registers its estimators.
 from tf_discrete.categorical import multisample  # Registers its estimators.
 from tf_discrete.categorical import relaxation  # Registers its estimators.
@@ -85,13 +87,15 @@ def estimate(objective, logits, estimator="rloo", num_samples=None,
       choice (``get(estimator).facts.cost``): ``reinforce``, ``ar`` (K,
       default 1), ``rloo`` (K >= 2, default C), ``disarm_sb``,
       ``disarm_tree``, ``disarm_iw`` (even, S/2 antithetic pairs, default
-      2). ``ars``, ``ars_plus`` (C) and ``arsm``, ``arsm_plus``
-      (C(C-1)/2 + 1) have a fixed cost; pass None or that number.
+      2), ``rebar``, ``relax`` (S >= 3, default 3). ``ars``, ``ars_plus``
+      (C) and ``arsm``, ``arsm_plus`` (C(C-1)/2 + 1) have a fixed cost;
+      pass None or that number.
     seed: None (fresh randomness) or a stateless seed ``int[2]`` / int.
     **options: the estimator's options (``get(estimator).facts.options``,
       with accepted values and defaults): ``logits_order`` for
       ``disarm_sb`` and ``disarm_iw``, ``symmetry_mask`` for ``ars_plus``
-      and ``arsm_plus``.
+      and ``arsm_plus``, ``control_variate`` (the trainable state from
+      ``get(name).make_state([V, C])``) for ``rebar`` and ``relax``.
 
   Returns:
     ``[*batch]`` estimate of :math:`\mathbb{E}_q[f]` (the mean of f over
