@@ -265,3 +265,20 @@ def test_profile_dir_breaks_the_step_down_by_opcode(tmp_path):
     assert all(op != "while" for _, op, _ in found["top"])
     assert list((traces / "bernoulli_rloo_linear_L1" / name).rglob(
         "*.xplane.pb"))
+
+
+def test_layer_path_loop_trains_and_its_table():
+  """The Keras-layer yardstick runs model.fit on the README's functional VAE
+  (its loss changes as it trains) and the table reads its rows."""
+  x = tf.constant((np.random.RandomState(0).rand(8, 16) < 0.5)
+                  .astype(np.float32))
+  run = benchmark.layer_path_loop(x, steps=3, steps_per_execution=3,
+                                  learning_rate=1e-2)
+  first, second = run(), run()
+  assert np.isfinite(first) and first != second
+  table = benchmark.format_layer_path_table([
+      dict(case="c", ms_per_step=2.0, layers_ms=6.0, layers_all_ms=3.0),
+      dict(case="other", ms_per_step=1.0)])
+  assert "| c | 2.00 | 6.00 | 3.00 | 1.50 |" in table
+  assert "other" not in table
+  assert benchmark.format_layer_path_table([dict(case="x")]) == ""
