@@ -319,6 +319,7 @@ SETTING_LABELS = {"mean4": "E_q[f], 4 evaluations",
 
 DISARM_PAPER = "DisARM (Dong, Mnih, Tucker 2020)"
 COUPLED_PAPER = "Coupled estimators (Dong, Mnih, Tucker 2021)"
+RODEO_PAPER = "RODEO (Shi, Zhou, Hwang, Titsias, Mackey 2022)"
 PAPER_STEPS = 1_000_000
 # (dataset, setting, arm, metric) -> the DisARM paper's value.
 PAPER_REFERENCE = {
@@ -414,6 +415,15 @@ CLAIMS = (
           "evaluations (K = 2): train ELBO no more than 1 nat below",
           COUPLED_PAPER, "categorical", "disarm_sb", "rloo_k2", "train_elbo",
           tolerance=1.0),
+    Claim("RODEO's encoder gradient variance is lower than RLOO's at equal "
+          "evaluations (K = 2 and 3)", RODEO_PAPER, "control_variates",
+          "rodeo", "rloo", "grad_variance", higher_is_better=False),
+    Claim("RODEO reaches a higher train ELBO than RLOO at equal evaluations "
+          "(K = 2 and 3)", RODEO_PAPER, "control_variates", "rodeo", "rloo",
+          "train_elbo"),
+    Claim("RODEO's encoder gradient variance is lower than double CV's at "
+          "equal evaluations (K = 2 and 3)", RODEO_PAPER, "control_variates",
+          "rodeo", "double_cv", "grad_variance", higher_is_better=False),
 )
 
 # --------------------------------------------------------------------------

@@ -16,7 +16,7 @@ def _study():
   return settings.study_runs(settings.Options(reuse_from=()))
 
 
-def test_study_has_the_seven_tables_with_unique_runs():
+def test_study_has_the_eight_tables_with_unique_runs():
   runs = _study()
   names = [r.name for r in runs]
   assert len(names) == len(set(names))
@@ -24,10 +24,11 @@ def test_study_has_the_seven_tables_with_unique_runs():
               for g in settings.GROUPS}
   # 3 estimators x 3 data sets x 2 networks x 3 seeds; 2 x 2 x 3; 2 x 2 x 3;
   # 5 x 1; DisARM on 3 data sets + RLOO and ARM on dynamic MNIST, 1 seed;
-  # relaxation 7 Bernoulli + 5 categorical, coupling 6 + 4, 1 seed.
+  # relaxation 7 Bernoulli + 5 categorical, coupling 6 + 4, control
+  # variates 4 + 4, 1 seed.
   assert {k: len(v) for k, v in by_group.items()} == {
       "binary": 54, "multilayer": 12, "multisample": 12, "categorical": 5,
-      "paper": 5, "relaxation": 12, "coupling": 10}
+      "paper": 5, "relaxation": 12, "coupling": 10, "control_variates": 8}
   assert {r.dataset for r in by_group["binary"]} == {
       "dynamic_mnist", "fashion_mnist", "omniglot"}
   for group in ("multilayer", "multisample", "categorical"):
@@ -36,7 +37,10 @@ def test_study_has_the_seven_tables_with_unique_runs():
   assert {r.seed for r in by_group["categorical"] + by_group["paper"]} == {0}
   for run in runs:
     command = run.command("python")
-    assert "--demean_input" in command and "--initialize_with_bias" in command
+    # The RODEO paper's protocol has neither; every other table has both.
+    official = run.group != "control_variates"
+    assert ("--demean_input" in command) == official
+    assert ("--initialize_with_bias" in command) == official
     assert f"--num_steps={run.steps}" in command
     assert command[2] == run.variant.module
     assert run.variant.module == ("experiments.categorical_vae"
@@ -143,8 +147,8 @@ def test_seeds_and_datasets_override(make_options):
   runs = settings.study_runs(make_options(seeds=(0, 3)))
   assert {r.dataset for r in runs} == {"synthetic"}
   # Per seed: 6 + 4 + 4 + 5 + 1 (the paper table's RLOO and ARM run on
-  # dynamic MNIST only) + 12 relaxation + 10 coupling.
-  assert len(runs) == 2 * (6 + 4 + 4 + 5 + 1 + 12 + 10)
+  # dynamic MNIST only) + 12 relaxation + 10 coupling + 8 control variates.
+  assert len(runs) == 2 * (6 + 4 + 4 + 5 + 1 + 12 + 10 + 8)
   # Categorical arms of the mixed tables run half the steps.
   assert all((r.eval_every, r.steps) == ((5, 10) if r.variant.steps_divisor
                                          == 2 else (10, 20)) for r in runs)
@@ -196,3 +200,17 @@ def test_no_issue_or_design_references_in_the_code():
         text = f.read()
       assert "issue " not in text.lower(), name
       assert "DESIGN" not in text, name
+
+
+def test_control_variate_table_follows_the_rodeo_protocol():
+  runs = [r for r in _study() if r.group == "control_variates"]
+  for run in runs:
+    flags = run.flag_values()
+    assert (flags["batch_size"], flags["infnet_lr"], flags["genmo_lr"],
+            flags["prior_lr"]) == (100, 1e-3, 1e-3, 0.0)
+    assert flags["num_samples"] == int(run.variant.setting[1:])
+    learned = flags["grad_type"] in ("double_cv", "rodeo", "relax")
+    assert (flags.get("control_variate_lr") == 1e-3) == learned
+  assert sorted((r.variant.setting, r.variant.arm) for r in runs) == sorted(
+      [("K2", a) for a in ("rloo", "disarm", "double_cv", "rodeo")]
+      + [("K3", a) for a in ("rloo", "double_cv", "rodeo", "relax")])
