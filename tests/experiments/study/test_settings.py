@@ -28,7 +28,7 @@ def test_study_has_the_eight_tables_with_unique_runs():
   # variates 4 + 4, 1 seed.
   assert {k: len(v) for k, v in by_group.items()} == {
       "binary": 54, "multilayer": 12, "multisample": 12, "categorical": 5,
-      "paper": 5, "relaxation": 12, "coupling": 10, "control_variates": 8}
+      "paper": 6, "relaxation": 12, "coupling": 10, "control_variates": 8}
   assert {r.dataset for r in by_group["binary"]} == {
       "dynamic_mnist", "fashion_mnist", "omniglot"}
   for group in ("multilayer", "multisample", "categorical"):
@@ -53,7 +53,7 @@ def test_study_has_the_eight_tables_with_unique_runs():
   assert {(r.dataset, r.variant.arm) for r in by_group["paper"]} == {
       ("dynamic_mnist", "disarm"), ("fashion_mnist", "disarm"),
       ("omniglot", "disarm"), ("dynamic_mnist", "rloo"),
-      ("dynamic_mnist", "arm")}
+      ("dynamic_mnist", "arm"), ("dynamic_mnist", "disarm_separate")}
 
 
 def test_run_layout_and_flags_are_those_of_the_runs_in_progress():
@@ -146,8 +146,9 @@ def test_select_by_glob_and_group():
 def test_seeds_and_datasets_override(make_options):
   runs = settings.study_runs(make_options(seeds=(0, 3)))
   assert {r.dataset for r in runs} == {"synthetic"}
-  # Per seed: 6 + 4 + 4 + 5 + 1 (the paper table's RLOO and ARM run on
-  # dynamic MNIST only) + 12 relaxation + 10 coupling + 8 control variates.
+  # Per seed: 6 + 4 + 4 + 5 + 1 (the paper table's RLOO, ARM and DisARM
+  # with a separate decoder sample run on dynamic MNIST only) + 12
+  # relaxation + 10 coupling + 8 control variates.
   assert len(runs) == 2 * (6 + 4 + 4 + 5 + 1 + 12 + 10 + 8)
   # Categorical arms of the mixed tables run half the steps.
   assert all((r.eval_every, r.steps) == ((5, 10) if r.variant.steps_divisor
