@@ -491,35 +491,42 @@ def format_table(rows: Sequence[Dict[str, Any]]) -> str:
   return "\n".join(lines)
 
 
+def _yardstick_table(rows: Sequence[Dict[str, Any]], key: str,
+                     columns: Sequence[Tuple[str, Callable[[Dict], float]]]
+                     ) -> str:
+  """Markdown table of the rows holding ``key``: the case, then one column
+  per ``(header, row -> number)`` ("" if no row holds ``key``)."""
+  timed = [r for r in rows if key in r]
+  if not timed:
+    return ""
+  lines = ["| case | " + " | ".join(h for h, _ in columns) + " |",
+           "|---" * (len(columns) + 1) + "|"]
+  lines += ["| " + " | ".join([r["case"]] + [f"{fn(r):.2f}"
+                                             for _, fn in columns]) + " |"
+            for r in timed]
+  return "\n".join(lines)
+
+
 def format_official_table(rows: Sequence[Dict[str, Any]]) -> str:
   """Markdown table of DisARM against RLOO (K = 2) and the official-style
   step, timed in the same process ("" if no row was)."""
-  timed = [r for r in rows if "official_ms" in r]
-  if not timed:
-    return ""
-  lines = ["| case | ms/step | RLOO K=2 ms/step | DisARM/RLOO "
-           "| official-style ms/step | speed-up |",
-           "|---|---|---|---|---|---|"]
-  lines += [f"| {r['case']} | {r['ms_per_step']:.2f} | {r['rloo_ms']:.2f} "
-            f"| {r['ratio_to_rloo']:.2f} | {r['official_ms']:.2f} "
-            f"| {r['speedup_vs_official']:.2f} |" for r in timed]
-  return "\n".join(lines)
+  return _yardstick_table(rows, "official_ms", (
+      ("ms/step", lambda r: r["ms_per_step"]),
+      ("RLOO K=2 ms/step", lambda r: r["rloo_ms"]),
+      ("DisARM/RLOO", lambda r: r["ratio_to_rloo"]),
+      ("official-style ms/step", lambda r: r["official_ms"]),
+      ("speed-up", lambda r: r["speedup_vs_official"])))
 
 
 def format_layer_path_table(rows: Sequence[Dict[str, Any]]) -> str:
   """Markdown table of the binary's step against ``model.fit`` on the Keras
   layers, same networks and estimator ("" if no row timed it)."""
-  timed = [r for r in rows if "layers_ms" in r]
-  if not timed:
-    return ""
-  lines = ["| case | binary loop ms/step | model.fit ms/step "
-           "(steps_per_execution=1) | model.fit ms/step (all steps in one "
-           "execution) | fit / loop |",
-           "|---|---|---|---|---|"]
-  lines += [f"| {r['case']} | {r['ms_per_step']:.2f} | {r['layers_ms']:.2f} "
-            f"| {r['layers_all_ms']:.2f} "
-            f"| {r['layers_all_ms'] / r['ms_per_step']:.2f} |" for r in timed]
-  return "\n".join(lines)
+  return _yardstick_table(rows, "layers_ms", (
+      ("binary loop ms/step", lambda r: r["ms_per_step"]),
+      ("model.fit ms/step (steps_per_execution=1)", lambda r: r["layers_ms"]),
+      ("model.fit ms/step (all steps in one execution)",
+       lambda r: r["layers_all_ms"]),
+      ("fit / loop", lambda r: r["layers_all_ms"] / r["ms_per_step"])))
 
 
 def _run_isolated(case: Case, args: Dict[str, Any]) -> Dict[str, Any]:
