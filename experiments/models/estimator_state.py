@@ -33,7 +33,7 @@ estimator's variance. They are part of the checkpoint.
 
 import dataclasses
 import math
-from typing import Any, Dict, Mapping, Optional, Tuple
+from typing import Any, Dict, Mapping, Optional
 
 import tensorflow as tf
 
