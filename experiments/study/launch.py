@@ -7,7 +7,8 @@ entry per launch: exact command line, start, end, exit code, steps, git
 commit, load average and the machine: CPU, cores, GPUs, TensorFlow version).
 
 - A run whose ``summary.json`` reports at least its target steps is done and
-  skipped; an unfinished one is relaunched with the same command (the binary
+  skipped, and so is a run whose committed record finished (its run
+  directory may be gone: another machine, a cleaned disk); an unfinished one is relaunched with the same command (the binary
   resumes from its last checkpoint; a raised step target continues the run).
 - A run held by a live process (``reproduce.lock``: the driver's pid, then
   the binary's) is left alone, so two drivers never train the same run.
@@ -406,15 +407,26 @@ def run_study(options: Options) -> int:
   todo = []
   for run in selected:
     state = load_state(run, reused.get(run.name))
+    # Run directories live outside the repository and may be gone (another
+    # machine, a cleaned disk); a committed record that finished is final.
+    recorded = records.load_record(run, options.records_dir)
     if state.complete:
       where = f" (reused {state.source})" if state.reused else ""
       print(f"skip (done, {state.steps_done} steps){where}: {run.name}")
+    elif recorded.complete:
+      print(f"skip (done in its record, {recorded.steps_done} steps): "
+            f"{run.name}")
     elif state.running:
       print(f"skip (running in another process): {run.name}")
     elif options.dry_run:
       print(f"# {run.name}: {state.status}, step {state.steps_done} of "
             f"{run.steps}\n{' '.join(run.command(options.python))}")
     else:
+      if recorded.steps_done > state.steps_done:
+        print(f"note: {run.name} has a record at step "
+              f"{recorded.steps_done} but its run directory is at step "
+              f"{state.steps_done}: it trains from there (the record is "
+              f"kept until the run passes it)")
       todo.append(run)
   if options.dry_run:
     return 0

@@ -295,6 +295,18 @@ def test_launches_record_every_run_and_report(toy_study, capsys):
   assert "launch: " not in out and out.count("skip (done, 20 steps)") == 4
   assert open(options.report, "rb").read() == report_bytes
 
+  # Run directories gone (a fresh machine): the finished records hold.
+  os.rename(options.root, options.root + ".away")
+  assert launch.run_study(options) == 0
+  out = capsys.readouterr().out
+  assert "launch: " not in out
+  assert out.count("skip (done in its record, 20 steps)") == 4
+  assert open(options.report, "rb").read() == report_bytes
+  assert launch.run_study(dataclasses.replace(options, dry_run=True)) == 0
+  assert "python" not in capsys.readouterr().out
+  shutil.rmtree(options.root, ignore_errors=True)
+  os.rename(options.root + ".away", options.root)  # Runs as they were.
+
   # A raised target continues one run; its record follows.
   raised = dataclasses.replace(options, steps={"toy": 30},
                                only=("toy/d-s-a-seed0",))
