@@ -48,6 +48,31 @@ NOT_COMPARED = ("num_steps", "logdir", "eval_every", "checkpoint_every",
                 "log_every", "data_dir", "manual_dir", "strategy", "tpu",
                 "jit_compile")
 
+# TensorFlow's thread pools, sized by the driver for every run it launches
+# unless the caller set them.
+THREAD_VARIABLES = ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS")
+
+
+def child_environment(environ: Mapping[str, str], jobs: int,
+                      cores: int) -> Dict[str, str]:
+  """The environment of a launched binary.
+
+  Each of ``jobs`` concurrent runs gets ``cores // jobs`` threads (at least
+  one) in TensorFlow's intra- and inter-op pools: left at their default
+  (every core), concurrent runs oversubscribe the machine and a step of
+  these small networks takes several times longer. The raw data beside the
+  checkout is found as the Makefile finds it.
+  """
+  env = dict(environ)
+  for name in THREAD_VARIABLES:
+    env.setdefault(name, str(max(1, cores // jobs)))
+  shared = os.path.join(os.path.dirname(settings.REPO_ROOT), "shared",
+                        "data")
+  if not env.get("TF_DISCRETE_MANUAL_DIR") and os.path.isdir(shared):
+    env["TF_DISCRETE_MANUAL_DIR"] = shared
+  return env
+
+
 # --------------------------------------------------------------------------
 # Locks and the state of a run directory.
 
@@ -330,11 +355,14 @@ class _Launch:
   def start(self):
     run = self.run
     command = run.command(self.options.python)
+    env = child_environment(os.environ, self.options.jobs,
+                            len(os.sched_getaffinity(0)))
     start_step = load_state(run).steps_done
     entry = {"start_time": time.time(),
              "start": datetime.datetime.now().isoformat(timespec="seconds"),
              "target_steps": run.steps, "start_step": start_step,
              "command": command, "git_commit": git_commit(),
+             "threads": {k: env[k] for k in THREAD_VARIABLES},
              "load_average": list(os.getloadavg()),
              "machine": hardware.machine_info()}
     self._update_machine_file(append=entry)
@@ -343,11 +371,6 @@ class _Launch:
                    f"steps from step {start_step}\n$ "
                    f"{' '.join(command)}\n")
     self.log.flush()
-    env = dict(os.environ)
-    shared = os.path.join(os.path.dirname(settings.REPO_ROOT), "shared",
-                          "data")
-    if not env.get("TF_DISCRETE_MANUAL_DIR") and os.path.isdir(shared):
-      env["TF_DISCRETE_MANUAL_DIR"] = shared
     self.process = subprocess.Popen(command, cwd=settings.REPO_ROOT, env=env,
                                     stdout=self.log, stderr=subprocess.STDOUT,
                                     stdin=subprocess.DEVNULL)

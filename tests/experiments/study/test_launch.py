@@ -201,6 +201,19 @@ def test_a_lock_of_a_live_binary_holds(make_options, named):
   assert launch.lock_holder(run) is None
 
 
+def test_concurrent_runs_share_the_cores():
+  env = launch.child_environment({"PATH": "/bin"}, jobs=2, cores=8)
+  assert env["TF_NUM_INTRAOP_THREADS"] == env["TF_NUM_INTEROP_THREADS"] == "4"
+  assert env["PATH"] == "/bin"
+  env = launch.child_environment({}, jobs=3, cores=2)
+  assert env["TF_NUM_INTRAOP_THREADS"] == "1"  # Never zero (TF's "all").
+  # The caller's own setting wins.
+  env = launch.child_environment({"TF_NUM_INTRAOP_THREADS": "7"}, jobs=1,
+                                 cores=2)
+  assert env["TF_NUM_INTRAOP_THREADS"] == "7"
+  assert env["TF_NUM_INTEROP_THREADS"] == "2"
+
+
 # --------------------------------------------------------------------------
 # Launching, with a fake binary (no TensorFlow).
 
@@ -280,6 +293,9 @@ def test_launches_record_every_run_and_report(toy_study, capsys):
     assert entry["command"] == run.command(options.python)
     assert entry["returncode"] == 0 and entry["end_step"] == 20
     assert entry["start_step"] == 0 and entry["machine"]["cpu_model"]
+    cores = len(os.sched_getaffinity(0))
+    assert entry["threads"] == {v: str(max(1, cores // 2))
+                                for v in launch.THREAD_VARIABLES}
     assert _read(os.path.join(record, "status.json"))["status"] == "done"
     assert not os.path.exists(os.path.join(run.path, records.LOCK_FILE))
   text = open(options.report).read()
