@@ -13,9 +13,10 @@ coordinates, the relative bias of the mean gradient against the exact
 enumerated one (with the level that Monte Carlo noise alone would give),
 and the largest |z| of the mean. Estimators of a K-sample bound are
 compared with the gradient of that bound. ``--markdown`` prints the tables
-as docs/estimators.md shows them; ``--write=docs/estimators.md`` rewrites
-that page's marked blocks (``<!-- variance:<family> -->`` ...
-``<!-- /variance:<family> -->``) with the default flags' tables.
+as the README and docs/estimators.md show them;
+``--write=README.md,docs/estimators.md`` rewrites those pages' marked blocks
+(``<!-- variance:<family> -->`` ... ``<!-- /variance:<family> -->``) with
+the default flags' tables.
 """
 
 import re
@@ -31,17 +32,18 @@ import numpy as np
 FAMILIES = {"bernoulli": (bernoulli, diagnostics.BERNOULLI_PROBLEM),
             "categorical": (categorical, diagnostics.categorical_problem(4))}
 
+# The pages that show the tables (a test checks them against the command).
+DOCS = ("README.md", "docs/estimators.md")
 FLAG_SPECS = {
     "num_runs": Flag("integer", 100_000, "Independent estimates.",
                      dict(lower_bound=2)),
     "seed": Flag("integer", 0, "Stateless seed."),
     "families": Flag("list", list(FAMILIES), "Families to measure."),
     "markdown": Flag("bool", False, "Print markdown tables."),
-    "write": Flag("string", None, "Rewrite the marked variance blocks of "
-                  "this markdown file (e.g. docs/estimators.md)."),
+    "write": Flag("list", [], "Rewrite the marked variance blocks of these "
+                  "markdown files (the project's: " + ",".join(DOCS) + ")."),
 }
 
-DOC = "docs/estimators.md"
 COMMAND = "python -m experiments.estimator_variance --num_runs=100000"
 
 COLUMNS = ("estimator", "evaluations", "declared unbiased", "mean Var[g]",
@@ -122,8 +124,9 @@ def check_flags(values):
 
 def main(values):
   if values["write"]:
-    write(values["write"], values["num_runs"], values["seed"])
-    print(f"rewrote the variance blocks of {values['write']}")
+    for path in values["write"]:
+      write(path, values["num_runs"], values["seed"])
+      print(f"rewrote the variance blocks of {path}")
     return
   for family in values["families"]:
     _, problem = FAMILIES[family]
