@@ -270,8 +270,13 @@ def _sci(x: Optional[float]) -> str:
   return f"{x:.3g}".replace("-", "−")
 
 
+# Metrics shown to three significant digits: they span orders of magnitude.
+_SCIENTIFIC = frozenset(("grad_variance", settings.BIAS_METRIC,
+                         settings.BIAS_NOISE_METRIC))
+
+
 def _fmt(metric: str):
-  return _sci if metric == "grad_variance" else _num
+  return _sci if metric in _SCIENTIFIC else _num
 
 
 def _mean_se_cell(stats: Stats, metric: str) -> str:
@@ -686,7 +691,10 @@ def _group_section(number: int, group: Group, states: Sequence[RunState],
     lines.append("")
   figures = []
   for key, label, log in group.curves:
-    path = os.path.join(options.figures_path, f"{group.name}_{key}.png")
+    # Metric keys may be paths ("bias_check/relative_error"); a figure is
+    # one file.
+    path = os.path.join(options.figures_path,
+                        f"{group.name}_{key.replace('/', '_')}.png")
     if _figure(group, states, key, label, log, path):
       figures.append((label, path))
     elif os.path.exists(path):
@@ -714,10 +722,14 @@ def _evaluations(states: Sequence[RunState]) -> str:
   return "—"
 
 
+def _table_metrics(group: Group) -> List[Tuple[str, str]]:
+  """The common columns with the group's own before the gradient variance."""
+  *bounds, variance = TABLE_METRICS
+  return bounds + list(group.extra_metrics) + [variance]
+
+
 def _summary_table(group: Group, states: Sequence[RunState]) -> List[str]:
-  metrics = list(TABLE_METRICS)
-  if group.name == "multisample":
-    metrics.insert(2, ("train_objective", "training bound (own K)"))
+  metrics = _table_metrics(group)
   header = (["data set", "setting", "estimator", "evaluations", "n"] +
             [title for _, title in metrics] +
             ["grad variance min–max", "train ms/step", "wall time"])
@@ -744,9 +756,7 @@ def _summary_table(group: Group, states: Sequence[RunState]) -> List[str]:
 def _runs_table(group: Group, states: Sequence[RunState],
                 machine_ids: Mapping[Tuple, str],
                 records_link: str) -> List[str]:
-  metrics = list(TABLE_METRICS)
-  if group.name == "multisample":
-    metrics.insert(2, ("train_objective", "training bound (own K)"))
+  metrics = _table_metrics(group)
   header = (["run", "status (steps)"] + [title for _, title in metrics] +
             ["train ms/step", "wall time", "machine", "record"])
   lines = ["Every run:", "", "| " + " | ".join(header) + " |",

@@ -32,11 +32,12 @@ def make_options(tmp_path):
 
 def fabricate_run(run, steps_done, *, summary=True, elbo=-100.0,
                   variance=1.0, launches=True, returncode=0, config=True,
-                  extras=True, eval_every=None):
+                  extras=True, eval_every=None, row_metrics=None):
   """Writes what a binary and the driver leave in ``run``'s directory.
 
   The train ELBO rises linearly to ``elbo`` at ``steps_done``; the test
-  bound is ``elbo + 5``; the gradient variance is ``variance``. With
+  bound is ``elbo + 5``; the gradient variance is ``variance``; every row
+  also has ``row_metrics`` (key -> value). With
   ``extras``, also a checkpoint, an event file and run.log (never copied
   into a record).
   """
@@ -45,7 +46,7 @@ def fabricate_run(run, steps_done, *, summary=True, elbo=-100.0,
   rows = [{"step": s, "wall_time": 1000.0 + s,
            "train_elbo": elbo - 1 + s / max(steps_done, 1),
            "test_iwae": elbo + 5, "grad_variance": variance,
-           "train_time_sec": s * 0.01}
+           "train_time_sec": s * 0.01, **(row_metrics or {})}
           for s in range(0, steps_done + 1, every)]
   with open(os.path.join(run.path, records.METRICS_FILE), "w") as f:
     for row in rows:

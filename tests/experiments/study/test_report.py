@@ -249,6 +249,40 @@ def _files(folder):
                                     recursive=True)) if os.path.isfile(p)}
 
 
+def test_a_table_shows_its_groups_own_metrics(make_options, fabricate, named,
+                                            tmp_path):
+  """The relaxation table shows the bias check beside the common columns,
+  and the multi-sample table its training bound; others do not."""
+  options = make_options()
+  runs = settings.study_runs(options)
+  relaxation = [r for r in runs if r.group == "relaxation"]
+  for i, run in enumerate(relaxation):
+    fabricate(run, 20, elbo=-100.0 - i, variance=0.01,
+              row_metrics={settings.BIAS_METRIC: 0.5 + i,
+                           settings.BIAS_NOISE_METRIC: 0.125})
+  fabricate(named(runs, "binary/synthetic-linear-disarm-seed0"), 20)
+  assert launch.run_study(dataclasses.replace(options,
+                                              report_only=True)) == 0
+  text = open(options.report).read()
+  sections = text.split("\n## ")
+  section = next(s for s in sections if s.startswith(
+      f"{[g.name for g in settings.GROUPS].index('relaxation') + 1}. "))
+  header = next(l for l in section.splitlines() if l.startswith(
+      "| data set |"))
+  assert ("| test 100-sample bound | encoder-gradient bias (relative) | "
+          "noise level of the bias | grad variance |") in header
+  last = relaxation[-1]
+  row = next(l for l in section.splitlines()
+             if l.startswith(f"| {last.short_name} |"))
+  assert f"| {0.5 + len(relaxation) - 1:.3g} | 0.125 | 0.01 |" in row
+  figure = "relaxation_bias_check_relative_error.png"
+  assert f"](figures/{figure})" in section
+  assert os.path.isfile(tmp_path / "docs" / "figures" / figure)
+  binary = next(s for s in sections if s.startswith("1. "))
+  assert "| test 100-sample bound | grad variance |" in binary
+  assert "encoder-gradient bias" not in binary
+
+
 def test_report_from_records_is_byte_identical(make_options, fabricate, named,
                                                tmp_path):
   first = make_options(report=str(tmp_path / "a" / "docs" / "results.md"))
