@@ -95,6 +95,17 @@ class Variant:
 BIAS_METRIC = "bias_check/relative_error"
 BIAS_NOISE_METRIC = "bias_check/relative_noise"
 
+# The registry's default temperatures, which the relaxation runs use (a test
+# checks this against the registry; the driver imports no TensorFlow).
+RELAXATION_TEMPERATURES = (
+    "τ = 0.5 for Gumbel-softmax (the floor of the annealing schedule of Jang "
+    "et al.), τ = 1 for ST Gumbel-softmax (the start of that schedule, the "
+    "usual straight-through setting), τ = 1 with 10 conditional draws for "
+    "Gumbel-Rao (the smallest K of Paulus et al.'s experiments), τ = 1 for "
+    "ReinMax (Liu et al.'s setting)")
+DEFAULT_TEMPERATURES = {"gumbel_softmax": 0.5, "st_gumbel_softmax": 1.0,
+                        "gumbel_rao": 1.0, "reinmax": 1.0}
+
 GROUPS = (
     Group("binary",
           "Binary VAE, one stochastic layer: DisARM vs ARM vs RLOO",
@@ -171,7 +182,7 @@ GROUPS = (
           "the objective's gradient in the samples). The relaxed and straight-"
           "through estimators use one objective evaluation and each "
           "estimator's declared default temperature, constant (no "
-          "annealing); every run measures the bias of its encoder gradient "
+          "annealing): " + RELAXATION_TEMPERATURES + "; every run measures the bias of its encoder gradient "
           "with the binaries' bias check (`--bias_check`: the mean of 1,000 "
           "gradients against an RLOO reference with 100 samples on a fixed "
           "batch, at every evaluation; the table gives its relative error "

@@ -215,3 +215,26 @@ def test_control_variate_table_follows_the_rodeo_protocol():
   assert sorted((r.variant.setting, r.variant.arm) for r in runs) == sorted(
       [("K2", a) for a in ("rloo", "disarm", "double_cv", "rodeo")]
       + [("K3", a) for a in ("rloo", "double_cv", "rodeo", "relax")])
+
+
+def test_relaxation_temperatures_stated_are_the_registrys_defaults():
+  import tf_discrete  # pylint: disable=g-import-not-at-top
+  families = {"experiments.bernoulli_vae": tf_discrete.bernoulli,
+              "experiments.categorical_vae": tf_discrete.categorical}
+  checked = set()
+  for variant in settings.STUDY:
+    name = variant.flags["grad_type"]
+    if variant.group != "relaxation" or name not in (
+        settings.DEFAULT_TEMPERATURES):
+      continue
+    assert "temperature" not in variant.flags  # The runs use the default.
+    facts = families[variant.module].get(name).facts
+    assert facts.option("temperature").default == (
+        settings.DEFAULT_TEMPERATURES[name]), (variant.module, name)
+    if name == "gumbel_rao":
+      assert facts.option("num_rao_samples").default == 10
+      assert "10 conditional draws" in settings.RELAXATION_TEMPERATURES
+    checked.add(name)
+  assert checked == set(settings.DEFAULT_TEMPERATURES)
+  for tau in settings.DEFAULT_TEMPERATURES.values():
+    assert f"τ = {tau:g}" in settings.RELAXATION_TEMPERATURES
