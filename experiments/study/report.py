@@ -677,9 +677,10 @@ def _group_section(number: int, group: Group, states: Sequence[RunState],
   ]
   lines += _summary_table(group, states)
   lines += _runs_table(group, states, machine_ids, records_link)
-  if group.name == "paper":
-    lines += _paper_lines(states)
-  elif group.name == "binary":
+  for reference in settings.REFERENCES:
+    if reference.group == group.name:
+      lines += _reference_lines(reference, states)
+  if group.name == "binary":
     lines += ["The DisARM paper's numbers are compared at its length, "
               f"{settings.PAPER_STEPS:,} steps, in table "
               f"{[g.name for g in settings.GROUPS].index('paper') + 1}.", ""]
@@ -774,25 +775,25 @@ def _runs_table(group: Group, states: Sequence[RunState],
   return lines + [""]
 
 
-def _paper_lines(states: Sequence[RunState]) -> List[str]:
-  """Our 1,000,000-step runs beside the DisARM paper's numbers."""
-  lines = [
-      f"Beside the DisARM paper (Dong, Mnih, Tucker 2020; nonlinear "
-      f"network, dynamic binarization, {settings.PAPER_STEPS:,} steps). *Theirs* are "
-      "the paper's numbers, not our measurements; ours are the mean over "
-      "the finished seeds, or an unfinished run's latest value in "
-      "*italics*† at the step shown.", "",
-      "| data set | estimator | metric | ours | our steps | theirs (DisARM "
-      "paper) | ours − theirs |", "|---|---|---|---|---|---|---|"]
+def _reference_lines(reference: settings.Reference,
+                     states: Sequence[RunState]) -> List[str]:
+  """A table's runs beside a paper's published numbers."""
   by_config = _by_config(states)
-  if not any(("paper",) + key[:3] in by_config
-             for key in settings.PAPER_REFERENCE):
-    return [settings.PAPER_PROTOCOL, ""]
+  group = reference.group
+  if not any((group,) + key[:3] in by_config for key in reference.values):
+    return [reference.protocol, ""]
+  lines = [
+      f"Beside {reference.paper} ({reference.setup}, "
+      f"{reference.steps:,} steps). *Theirs* are the paper's numbers, not "
+      "our measurements; ours are the mean over the finished seeds, or an "
+      "unfinished run's latest value in *italics*† at the step shown.", "",
+      "| data set | estimator | metric | ours | our steps | theirs | their "
+      "steps | ours − theirs |", "|---|---|---|---|---|---|---|---|"]
   gaps, waiting = [], []
   metric_titles = dict(TABLE_METRICS)
-  for (dataset, setting, arm, metric), theirs in (
-      settings.PAPER_REFERENCE.items()):
-    runs = by_config.get(("paper", dataset, setting, arm))
+  shorter = False
+  for (dataset, setting, arm, metric), theirs in reference.values.items():
+    runs = by_config.get((group, dataset, setting, arm))
     if not runs:
       continue
     label = runs[0].run.variant.label
@@ -800,15 +801,13 @@ def _paper_lines(states: Sequence[RunState]) -> List[str]:
     values = _final_values(done, metric)
     if values:
       ours = math.fsum(values) / len(values)
-      ours_text = _num(ours)
       steps = runs[0].run.steps
-      steps_text = f"{steps:,}"
+      ours_text, steps_text = _num(ours), f"{steps:,}"
       diff_text = _signed(ours - theirs)
-      if steps >= settings.PAPER_STEPS and abs(ours - theirs) > (
-          settings.PAPER_GAP_NATS):
+      shorter = shorter or steps < reference.steps
+      if (reference.gap_nats is not None and steps >= reference.steps and
+          abs(ours - theirs) > reference.gap_nats):
         gaps.append((dataset, label, metric, ours, theirs, done))
-      elif steps < settings.PAPER_STEPS:
-        waiting.append(f"{dataset} {label} (target {steps:,} steps)")
     else:
       latest = max(runs, key=lambda s: s.steps_done)
       row = latest.latest_row()
@@ -822,13 +821,16 @@ def _paper_lines(states: Sequence[RunState]) -> List[str]:
       waiting.append(f"{dataset} {label}")
     lines.append(f"| {dataset} | {label} | {metric_titles[metric]} | "
                  f"{ours_text} | {steps_text} | {_num(theirs)} (theirs) | "
-                 f"{diff_text} |")
+                 f"{reference.steps:,} | {diff_text} |")
   lines.append("")
   waiting = list(dict.fromkeys(waiting))
   if waiting:
-    lines += [f"Not at {settings.PAPER_STEPS:,} steps yet: "
-              f"{', '.join(waiting)}; the gap to the paper is stated here "
-              "once they are.", ""]
+    lines += [f"Not finished yet: {', '.join(waiting)}; the difference is "
+              "stated here once they are.", ""]
+  if shorter:
+    lines += [f"Our runs train fewer steps than the paper's "
+              f"{reference.steps:,}: the differences include the shorter "
+              "training, so they are no test of the paper's numbers.", ""]
   for dataset, label, metric, ours, theirs, done in gaps:
     names = [s.run.name for s in done]
     notes = [settings.NOTES[n] for n in names if n in settings.NOTES]
@@ -836,17 +838,19 @@ def _paper_lines(states: Sequence[RunState]) -> List[str]:
                    "**Explanation pending**: no note yet for "
                    + ", ".join(f"`{n}`" for n in names) +
                    " in `NOTES` of `experiments/study/settings.py`.")
-    lines += [f"**A gap of more than {settings.PAPER_GAP_NATS:g} nat remains "
-              f"at {settings.PAPER_STEPS:,} steps**: {dataset} {label}, "
+    lines += [f"**A gap of more than {reference.gap_nats:g} nat remains "
+              f"at {reference.steps:,} steps**: {dataset} {label}, "
               f"{metric_titles[metric]}: ours {_num(ours)}, theirs "
               f"{_num(theirs)} ({_signed(ours - theirs)} nats). "
               f"{explanation}", ""]
-  finished_refs = [k for k in settings.PAPER_REFERENCE
-                   if _final_values([s for s in by_config.get(
-                       ("paper",) + k[:3], []) if s.complete], k[3])]
-  if finished_refs and not gaps and not waiting:
-    lines += [f"Every number compared is within "
-              f"{settings.PAPER_GAP_NATS:g} nat of the paper's at "
-              f"{settings.PAPER_STEPS:,} steps.", ""]
-  lines += [settings.PAPER_PROTOCOL, ""]
+  at_length = [k for k in reference.values
+               if _final_values([s for s in by_config.get(
+                   (group,) + k[:3], [])
+                                 if s.complete and s.run.steps >= (
+                                     reference.steps)], k[3])]
+  if (reference.gap_nats is not None and at_length and not gaps and
+      not waiting):
+    lines += [f"Every number compared is within {reference.gap_nats:g} nat "
+              f"of the paper's at {reference.steps:,} steps.", ""]
+  lines += [reference.protocol, ""]
   return lines
