@@ -783,8 +783,8 @@ def _reference_lines(reference: settings.Reference,
   if not any((group,) + key[:3] in by_config for key in reference.values):
     return [reference.protocol, ""]
   lines = [
-      f"Beside {reference.paper} ({reference.setup}, "
-      f"{reference.steps:,} steps). *Theirs* are the paper's numbers, not "
+      f"Beside {reference.paper}: {reference.setup}, "
+      f"{reference.steps:,} steps. *Theirs* are the paper's numbers, not "
       "our measurements; ours are the mean over the finished seeds, or an "
       "unfinished run's latest value in *italics*† at the step shown.", "",
       "| data set | estimator | metric | ours | our steps | theirs | their "
