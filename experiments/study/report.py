@@ -279,6 +279,12 @@ def _fmt(metric: str):
   return _sci if metric in _SCIENTIFIC else _num
 
 
+def _signed_in(fmt, x: Optional[float]) -> str:
+  """``x`` written by ``fmt``, with its sign (a difference)."""
+  text = fmt(x)
+  return text if text == "—" or text.startswith("−") else "+" + text
+
+
 def _mean_se_cell(stats: Stats, metric: str) -> str:
   fmt = _fmt(metric)
   if not stats.n:
@@ -781,7 +787,7 @@ def _reference_lines(reference: settings.Reference,
   by_config = _by_config(states)
   group = reference.group
   if not any((group,) + key[:3] in by_config for key in reference.values):
-    return [reference.protocol, ""]
+    return [reference.protocol, ""] if reference.protocol else []
   lines = [
       f"Beside {reference.paper}: {reference.setup}, "
       f"{reference.steps:,} steps. *Theirs* are the paper's numbers, not "
@@ -797,13 +803,14 @@ def _reference_lines(reference: settings.Reference,
     if not runs:
       continue
     label = runs[0].run.variant.label
+    fmt = _fmt(metric)
     done = [s for s in runs if s.complete]
     values = _final_values(done, metric)
     if values:
       ours = math.fsum(values) / len(values)
       steps = runs[0].run.steps
-      ours_text, steps_text = _num(ours), f"{steps:,}"
-      diff_text = _signed(ours - theirs)
+      ours_text, steps_text = fmt(ours), f"{steps:,}"
+      diff_text = _signed_in(fmt, ours - theirs)
       shorter = shorter or steps < reference.steps
       if (reference.gap_nats is not None and steps >= reference.steps and
           abs(ours - theirs) > reference.gap_nats):
@@ -813,14 +820,14 @@ def _reference_lines(reference: settings.Reference,
       row = latest.latest_row()
       value = row.get(metric) if row else None
       if value is not None:
-        ours_text = f"*{_num(value)}*†"
+        ours_text = f"*{fmt(value)}*†"
         steps_text = f"*{row['step']:,}*† of {latest.run.steps:,}"
-        diff_text = f"*{_signed(value - theirs)}*†"
+        diff_text = f"*{_signed_in(fmt, value - theirs)}*†"
       else:
         ours_text, steps_text, diff_text = "—", "—", "—"
       waiting.append(f"{dataset} {label}")
     lines.append(f"| {dataset} | {label} | {metric_titles[metric]} | "
-                 f"{ours_text} | {steps_text} | {_num(theirs)} (theirs) | "
+                 f"{ours_text} | {steps_text} | {fmt(theirs)} (theirs) | "
                  f"{reference.steps:,} | {diff_text} |")
   lines.append("")
   waiting = list(dict.fromkeys(waiting))
@@ -852,5 +859,6 @@ def _reference_lines(reference: settings.Reference,
       not waiting):
     lines += [f"Every number compared is within {reference.gap_nats:g} nat "
               f"of the paper's at {reference.steps:,} steps.", ""]
-  lines += [reference.protocol, ""]
+  if reference.protocol:
+    lines += [reference.protocol, ""]
   return lines

@@ -302,6 +302,32 @@ def test_report_from_records_is_byte_identical(make_options, fabricate, named,
   assert _files(tmp_path / "a" / "docs") == made
 
 
+def test_variance_reference_written_in_the_metrics_digits(make_options,
+                                                         fabricate, named):
+  steps = {g.name: 20 for g in settings.GROUPS}
+  steps["control_variates"] = 100_000
+  options = make_options(datasets=None, eval_every=None, steps=steps)
+  runs = settings.study_runs(options)
+  fabricate(named(runs, "control_variates/dynamic_mnist-K2-rodeo-seed0"),
+            100_000, variance=0.0112, eval_every=50_000)
+  fabricate(named(runs, "control_variates/dynamic_mnist-K3-relax-seed0"),
+            50_000, summary=False, variance=0.00851, eval_every=50_000)
+  assert launch.run_study(dataclasses.replace(options,
+                                              report_only=True)) == 0
+  text = open(options.report).read()
+  table = text[text.index("## 8. Learned control variates"):]
+  assert ("| dynamic_mnist | RODEO (K=2) | grad variance | 0.0112 | "
+          "100,000 | 0.0101 (theirs) | 100,000 | +0.0011 |") in table
+  assert ("| dynamic_mnist | RODEO (K=2) | grad variance | 0.0112 | "
+          "100,000 | 0.0107 (theirs) | 1,000,000 | +0.0005 |") in table
+  assert ("| dynamic_mnist | RELAX | grad variance | *0.00851*† | "
+          "*50,000*† of 100,000 | 0.0094 (theirs) | 100,000 | "
+          "*−0.00089*† |") in table
+  # Shorter than the paper only against its 1,000,000-step values.
+  assert table.count("Our runs train fewer steps than the paper's") == 1
+  assert "no ELBO of theirs is shown rather than a guess" in table
+
+
 def test_paper_table_beside_the_papers_numbers(make_options, fabricate, named,
                                                monkeypatch):
   steps = {g.name: 20 for g in settings.GROUPS}

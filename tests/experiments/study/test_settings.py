@@ -7,6 +7,7 @@ import sys
 
 from absl import flags
 
+from experiments.study import report
 from experiments.study import settings
 
 REPO = settings.REPO_ROOT
@@ -126,6 +127,30 @@ def test_paper_reference_numbers_belong_to_paper_runs():
     assert key[:3] in paper
   names = {r.name for r in _study()}
   assert set(settings.NOTES) <= names
+
+
+def test_every_reference_number_belongs_to_a_run_and_metric_of_its_group():
+  metrics = dict(report.TABLE_METRICS)
+  for reference in settings.REFERENCES:
+    configs = {(r.dataset, r.variant.setting, r.variant.arm)
+               for r in _study() if r.group == reference.group}
+    for key in reference.values:
+      assert key[:3] in configs, (reference.paper, key)
+      assert key[3] in metrics, (reference.paper, key)
+
+
+def test_rodeo_figure_is_compared_at_our_length_and_at_theirs():
+  rodeo = [r for r in settings.REFERENCES if r.group == "control_variates"]
+  assert sorted(r.steps for r in rodeo) == [
+      settings.GROUP_BY_NAME["control_variates"].default_steps,
+      settings.PAPER_STEPS]
+  for reference in rodeo:
+    values = {k[1:3]: v for k, v in reference.values.items()}
+    # The orderings the figure shows at both lengths.
+    assert values[("K2", "rodeo")] < values[("K2", "double_cv")] < values[
+        ("K2", "disarm")]
+    assert values[("K3", "rodeo")] < values[("K3", "double_cv")] < values[
+        ("K3", "relax")]
 
 
 def test_select_by_glob_and_group():
