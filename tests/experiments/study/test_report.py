@@ -302,19 +302,29 @@ def test_report_from_records_is_byte_identical(make_options, fabricate, named,
   assert _files(tmp_path / "a" / "docs") == made
 
 
+def _study_at_length(make_options, group, steps):
+  """The real study's runs, ``group`` at ``steps``, every other table at 20."""
+  lengths = {g.name: 20 for g in settings.GROUPS}
+  lengths[group] = steps
+  options = make_options(datasets=None, eval_every=None, steps=lengths)
+  return options, settings.study_runs(options)
+
+
+def _report_from_runs(options):
+  assert launch.run_study(dataclasses.replace(options,
+                                              report_only=True)) == 0
+  return open(options.report).read()
+
+
 def test_variance_reference_written_in_the_metrics_digits(make_options,
                                                          fabricate, named):
-  steps = {g.name: 20 for g in settings.GROUPS}
-  steps["control_variates"] = 100_000
-  options = make_options(datasets=None, eval_every=None, steps=steps)
-  runs = settings.study_runs(options)
+  options, runs = _study_at_length(make_options, "control_variates",
+                                   100_000)
   fabricate(named(runs, "control_variates/dynamic_mnist-K2-rodeo-seed0"),
             100_000, variance=0.0112, eval_every=50_000)
   fabricate(named(runs, "control_variates/dynamic_mnist-K3-relax-seed0"),
             50_000, summary=False, variance=0.00851, eval_every=50_000)
-  assert launch.run_study(dataclasses.replace(options,
-                                              report_only=True)) == 0
-  text = open(options.report).read()
+  text = _report_from_runs(options)
   table = text[text.index("## 8. Learned control variates"):]
   assert ("| dynamic_mnist | RODEO (K=2) | grad variance | 0.0112 | "
           "100,000 | 0.0101 (theirs) | 100,000 | +0.0011 |") in table
@@ -330,10 +340,8 @@ def test_variance_reference_written_in_the_metrics_digits(make_options,
 
 def test_paper_table_beside_the_papers_numbers(make_options, fabricate, named,
                                                monkeypatch):
-  steps = {g.name: 20 for g in settings.GROUPS}
-  steps["paper"] = settings.PAPER_STEPS
-  options = make_options(datasets=None, eval_every=None, steps=steps)
-  runs = settings.study_runs(options)
+  options, runs = _study_at_length(make_options, "paper",
+                                   settings.PAPER_STEPS)
   every = 250_000
   fabricate(named(runs, "paper/dynamic_mnist-nonlinear-disarm-seed0"),
             settings.PAPER_STEPS, elbo=-99.5, eval_every=every)
@@ -342,9 +350,7 @@ def test_paper_table_beside_the_papers_numbers(make_options, fabricate, named,
             settings.PAPER_STEPS, elbo=-234.3, eval_every=every)
   fabricate(named(runs, "paper/omniglot-nonlinear-disarm-seed0"), 500_000,
             summary=False, elbo=-120.0, eval_every=every)
-  assert launch.run_study(dataclasses.replace(options,
-                                              report_only=True)) == 0
-  text = open(options.report).read()
+  text = _report_from_runs(options)
   paper = text[text.index("## 5. The papers' length"):]
   assert ("| dynamic_mnist | DisARM | train ELBO | −99.50 | 1,000,000 | "
           "−97.95 (theirs) | 1,000,000 | −1.55 |") in paper
