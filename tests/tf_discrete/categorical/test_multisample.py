@@ -105,6 +105,23 @@ def test_carms_pair_pmf_matches_sampled_pairs():
   np.testing.assert_allclose(marginal, probs[0].numpy(), atol=0.005)
 
 
+@pytest.mark.parametrize("k, num_categories", [(2, 3), (4, 10)])
+def test_carms_observed_pair_pmf_is_the_table_at_the_sampled_pairs(
+    k, num_categories):
+  logits = tf.random.stateless_normal([3, 2, num_categories], [4, 2],
+                                      dtype=tf.float64) * 2.0
+  probs = tf.nn.softmax(logits)
+  index = multisample._inverse_cdf_sample(probs, k, tf.constant([5, 6]))
+  observed = multisample.observed_pair_pmf(probs, index, k).numpy()
+  joint = multisample.inverse_cdf_pair_pmf(probs, k).numpy()
+  z = index.numpy()  # [K, batch, V]
+  b, v = np.meshgrid(np.arange(3), np.arange(2), indexing="ij")
+  expected = np.stack([np.stack([joint[b, v, z[j], z[i]] for i in range(k)])
+                       for j in range(k)])
+  assert observed.shape == (k, k, 3, 2)
+  np.testing.assert_allclose(observed, expected, rtol=1e-12, atol=1e-15)
+
+
 # ---------------------------------------------------------------------------
 # The unordered-set estimator: sampling without replacement and weights.
 # ---------------------------------------------------------------------------
