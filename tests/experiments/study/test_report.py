@@ -350,6 +350,7 @@ def test_paper_table_beside_the_papers_numbers(make_options, fabricate, named,
             settings.PAPER_STEPS, elbo=-234.3, eval_every=every)
   fabricate(named(runs, "paper/omniglot-nonlinear-disarm-seed0"), 500_000,
             summary=False, elbo=-120.0, eval_every=every)
+  monkeypatch.setattr(settings, "NOTES", {})
   text = _report_from_runs(options)
   paper = text[text.index("## 5. The papers' length"):]
   assert ("| dynamic_mnist | DisARM | train ELBO | −99.50 | 1,000,000 | "
