@@ -380,9 +380,14 @@ PAPER_PROTOCOL = (
     "are trained on the estimator's own samples "
     "(`--decoder_grad=estimator_samples`), while the papers' code uses a "
     "separate, third sample for the decoder gradient; (2) Omniglot is read "
-    "from the 28×28 `omniglot28.mat` (the same keys and images as the IWAE "
-    "`chardata.mat`), with the last 1,345 training images as the validation "
-    "set; (3) we evaluate every 25,000 steps on one fixed binarization of "
+    "from the stand-in `omniglot28.mat`, made offline from the original "
+    "105×105 background and evaluation sets: the layout of IWAE's "
+    "`chardata.mat` but not its images. Its split follows the original "
+    "sets, 19,280 background images for training and validation (the last "
+    "1,345 are the validation set) and the 13,180 images of the 20 "
+    "evaluation alphabets, which training never sees, as the test set; "
+    "the IWAE file has 24,345 training and 8,070 test images, and a "
+    "different downsampling filter; (3) we evaluate every 25,000 steps on one fixed binarization of "
     "the validation and test sets, while the official code re-binarizes "
     "them at every evaluation.")
 
@@ -464,7 +469,8 @@ _SHARED_GAP_NOTE = (
     "permutation per epoch against their 1,024-image shuffle buffer "
     "untested). The estimators' order at 1,000,000 steps on dynamic MNIST "
     "is the paper's (DisARM above RLOO above ARM, one seed each), which "
-    "argues against an estimator error. The run is still improving at "
+    "argues against an estimator error; on Omniglot the same code comes "
+    "within 1 nat of the paper's train ELBO. The run is still improving at "
     "1,000,000 steps (figure below).")
 
 NOTES: Mapping[str, str] = {
@@ -488,10 +494,19 @@ NOTES: Mapping[str, str] = {
         "the spread over seeds (one seed here, five in the paper)."),
     "paper/fashion_mnist-nonlinear-disarm-seed0": _SHARED_GAP_NOTE,
     "paper/omniglot-nonlinear-disarm-seed0": (
-        _SHARED_GAP_NOTE + " Specific to Omniglot: the file. Ours holds the "
-        "same keys and images as the one the official code downloads, and "
-        "we split off the same last 1,345 training images, so the file "
-        "alone should not move the train ELBO."),
+        "The train ELBO is within 1 nat of the paper's; the test bound's "
+        "gap comes from the data. Our test set is the original evaluation "
+        "set: 20 alphabets that the training images never show (protocol "
+        "difference 2 above). The paper's own numbers put its test bound "
+        "above its train ELBO (−107.3 against −108.6), as on the other data "
+        "sets, which a test set from unseen alphabets would not give. The gap is there before any training: at "
+        "step 0 the validation bound (held-out background images) is "
+        "−168.07 and the test bound −178.51, 10.4 nats apart; at 1,000,000 "
+        "steps they are −107.32 and −120.15. The validation bound, the one "
+        "held out from the training alphabets, is the paper's test number "
+        "(−107.30) to a few hundredths of a nat, and it has stopped rising "
+        "(−107.30 at 900,000 steps): the model does not overfit, it is "
+        "tested on other alphabets."),
 }
 
 
