@@ -303,16 +303,22 @@ def find_reusable(runs: Sequence[Run], options: Options) -> Dict[str, str]:
 # The machine.
 
 
-def git_commit() -> Optional[str]:
+def git_commit(repo: str = settings.REPO_ROOT) -> Optional[str]:
   """HEAD of the repository, with "+local changes" when tracked files
-  differ from it."""
+  outside ``docs/`` differ from it.
+
+  The driver rewrites the report, its figures and the records under
+  ``docs/`` while runs train, so changes there say nothing about the code a
+  run was trained with and would mark every later launch as modified.
+  """
   try:
     head = subprocess.run(["git", "rev-parse", "HEAD"],
-                          cwd=settings.REPO_ROOT, capture_output=True,
+                          cwd=repo, capture_output=True,
                           text=True, check=True, timeout=30).stdout.strip()
     dirty = subprocess.run(
-        ["git", "status", "--porcelain", "--untracked-files=no"],
-        cwd=settings.REPO_ROOT, capture_output=True, text=True, check=True,
+        ["git", "status", "--porcelain", "--untracked-files=no", "--",
+         ".", ":(exclude)docs"],
+        cwd=repo, capture_output=True, text=True, check=True,
         timeout=30).stdout.strip()
     return head + ("+local changes" if dirty else "")
   except (subprocess.SubprocessError, OSError):

@@ -201,6 +201,27 @@ def test_a_lock_of_a_live_binary_holds(make_options, named):
   assert launch.lock_holder(run) is None
 
 
+def test_only_code_changes_mark_a_launch_as_modified(tmp_path):
+  def git(*args):
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args],
+                   cwd=tmp_path, check=True, capture_output=True)
+
+  (tmp_path / "docs").mkdir()
+  (tmp_path / "docs" / "results.md").write_text("report\n")
+  (tmp_path / "train.py").write_text("code\n")
+  git("init", "-q")
+  git("add", ".")
+  git("commit", "-qm", "start")
+  head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=tmp_path,
+                        capture_output=True, text=True).stdout.strip()
+  assert launch.git_commit(str(tmp_path)) == head
+  # The driver rewrites the report while runs train: not a code change.
+  (tmp_path / "docs" / "results.md").write_text("report, rewritten\n")
+  assert launch.git_commit(str(tmp_path)) == head
+  (tmp_path / "train.py").write_text("code, edited\n")
+  assert launch.git_commit(str(tmp_path)) == head + "+local changes"
+
+
 def test_concurrent_runs_share_the_cores():
   env = launch.child_environment({"PATH": "/bin"}, jobs=2, cores=8)
   assert env["TF_NUM_INTRAOP_THREADS"] == env["TF_NUM_INTEROP_THREADS"] == "4"
