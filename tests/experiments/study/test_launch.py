@@ -203,7 +203,8 @@ def test_a_lock_of_a_live_binary_holds(make_options, named):
 
 def test_only_code_changes_mark_a_launch_as_modified(tmp_path):
   def git(*args):
-    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args],
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t",
+                    "-c", "commit.gpgsign=false", *args],
                    cwd=tmp_path, check=True, capture_output=True)
 
   (tmp_path / "docs").mkdir()
