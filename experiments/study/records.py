@@ -18,6 +18,7 @@ recorded, and the directory of a reused run).
 
 import dataclasses
 import json
+import math
 import os
 from typing import Any, Dict, List, Optional
 
@@ -124,17 +125,22 @@ class RunState:
     """Seconds of all launches by the driver (else the binary's summary).
 
     A launch without an end (its driver gone, or still running) counts until
-    the last metrics row written after it started.
+    the last metrics row written after it started and before the next launch
+    started: a run restarted from step 0 rewrites its rows, and those belong
+    to the new launch.
     """
     total, known = 0.0, False
-    for launch in self.launches:
+    starts = [l.get("start_time") for l in self.launches]
+    for index, launch in enumerate(self.launches):
       start, end = launch.get("start_time"), launch.get("end_time")
       if start is None:
         continue
       if end is None:
-        later = [r["wall_time"] for r in self.rows
-                 if r.get("wall_time", 0) >= start]
-        end = max(later, default=None)
+        next_start = min((s for s in starts[index + 1:] if s is not None),
+                         default=math.inf)
+        own = [r["wall_time"] for r in self.rows
+               if start <= r.get("wall_time", 0) < next_start]
+        end = max(own, default=None)
       if end is not None:
         total += end - start
         known = True

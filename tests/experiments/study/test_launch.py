@@ -57,6 +57,28 @@ def test_states_of_unfinished_runs(make_options, fabricate, named):
   assert not launch.load_state(pending).exists
 
 
+def test_a_cut_off_launch_ends_where_the_next_launch_starts(
+    make_options, fabricate, named):
+  run = named(settings.study_runs(make_options()),
+              "binary/synthetic-linear-disarm-seed0")
+  # Rows at wall times 1000..1020 (fabricated), all from the second launch,
+  # which restarted from step 0; the first was cut off without an end.
+  fabricate(run, 20)
+  machine_path = os.path.join(run.path, records.MACHINE_FILE)
+  (finished,) = _read(machine_path)["launches"]
+  cut_off = {"start_time": 400.0, "machine": finished["machine"],
+             "command": finished["command"], "git_commit": "def" * 14}
+  with open(machine_path, "w") as f:
+    json.dump({"launches": [cut_off, finished]}, f)
+  assert launch.load_state(run).wall_time() == 60.0
+  # A cut-off launch with rows of its own counts up to its last row.
+  cut_off["start_time"] = 990.0
+  finished["start_time"] = 1015.0
+  with open(machine_path, "w") as f:
+    json.dump({"launches": [cut_off, finished]}, f)
+  assert launch.load_state(run).wall_time() == (1010.0 - 990.0) + 45.0
+
+
 # --------------------------------------------------------------------------
 # Records.
 
