@@ -130,14 +130,13 @@ class RunState:
     to the new launch.
     """
     total, known = 0.0, False
-    starts = [l.get("start_time") for l in self.launches]
-    for index, launch in enumerate(self.launches):
+    following = self.launches[1:] + [{}]
+    for launch, next_launch in zip(self.launches, following):
       start, end = launch.get("start_time"), launch.get("end_time")
       if start is None:
         continue
       if end is None:
-        next_start = min((s for s in starts[index + 1:] if s is not None),
-                         default=math.inf)
+        next_start = next_launch.get("start_time") or math.inf
         own = [r["wall_time"] for r in self.rows
                if start <= r.get("wall_time", 0) < next_start]
         end = max(own, default=None)

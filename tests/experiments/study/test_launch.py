@@ -68,15 +68,17 @@ def test_a_cut_off_launch_ends_where_the_next_launch_starts(
   (finished,) = _read(machine_path)["launches"]
   cut_off = {"start_time": 400.0, "machine": finished["machine"],
              "command": finished["command"], "git_commit": "def" * 14}
-  with open(machine_path, "w") as f:
-    json.dump({"launches": [cut_off, finished]}, f)
-  assert launch.load_state(run).wall_time() == 60.0
+
+  def wall_time_of_both_launches():
+    with open(machine_path, "w") as f:
+      json.dump({"launches": [cut_off, finished]}, f)
+    return launch.load_state(run).wall_time()
+
+  assert wall_time_of_both_launches() == 60.0
   # A cut-off launch with rows of its own counts up to its last row.
   cut_off["start_time"] = 990.0
   finished["start_time"] = 1015.0
-  with open(machine_path, "w") as f:
-    json.dump({"launches": [cut_off, finished]}, f)
-  assert launch.load_state(run).wall_time() == (1010.0 - 990.0) + 45.0
+  assert wall_time_of_both_launches() == (1010.0 - 990.0) + 45.0
 
 
 # --------------------------------------------------------------------------
